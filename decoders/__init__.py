@@ -1,0 +1,2 @@
+"""Decoder plugins. Importing this package registers every decoder in `harness.core.decoding.DECODERS`."""
+from decoders import vanilla  # noqa: F401

@@ -1,0 +1,2 @@
+class HarnessError(Exception):
+    """A user-facing error: its message is one line that names the fix. `run.py` prints it without a traceback."""

