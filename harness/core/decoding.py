@@ -81,8 +81,10 @@ class Decoder:
 
     name: ClassVar[str]
 
-    def __init__(self, runner: ModelRunner, **settings: Any) -> None:
+    def __init__(self, runner: ModelRunner, task: str | None = None, **settings: Any) -> None:
+        """`task` names the task the decoder will serve (decoders with trained heads load the heads for it)."""
         self.runner = runner
+        self.task = task
         self.settings = settings
 
     def generate(self, prompt_ids: list[int], stop: StopCondition,
