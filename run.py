@@ -11,13 +11,18 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from harness.core.errors import HarnessError
+
+
+SEED = 0
 
 
 def bench_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run.py", description="Benchmark fast decoders against greedy decoding.")
     p.add_argument("--list", action="store_true", help="list decoders and tasks, then exit")
-    p.add_argument("--decoders", default="vanilla", help="comma-separated decoder names")
+    p.add_argument("--decoders", default="vanilla", help="comma-separated decoder names (vanilla always runs too)")
     p.add_argument("--tasks", default="humaneval", help="comma-separated task names")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples of each task")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override each task's generation budget")
@@ -25,7 +30,11 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--data", default=None, help="local data: a folder with <task>/test.jsonl, or a file")
-    p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>)")
+    p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>); an existing one is resumed")
+    p.add_argument("--warmup", type=int, default=1, help="unrecorded generations per decoder and task (default 1)")
+    p.add_argument("--no-telemetry", action="store_true", help="do not measure memory (NVML sampler, peaks)")
+    p.add_argument("--set", action="append", default=[], metavar="DECODER.KEY=VALUE",
+                   help="a decoder setting (repeatable); the value is read as int, float, bool or text")
     return p
 
 
@@ -37,29 +46,75 @@ def list_plugins() -> None:
     print("tasks:", ", ".join(TASKS.names()))
 
 
+def parse_value(text: str) -> int | float | bool | str:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_settings(items: list[str], decoder_names: list[str]) -> dict[str, dict]:
+    """`--set adadecode.threshold=0.9` → {"adadecode": {"threshold": 0.9}}."""
+    settings: dict[str, dict] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        decoder, dot, key = target.partition(".")
+        if not (sep and dot and decoder and key):
+            raise HarnessError(f"--set {item!r} is not DECODER.KEY=VALUE (e.g. --set adadecode.threshold=0.9)")
+        if decoder not in decoder_names:
+            raise HarnessError(f"--set {item!r} names decoder {decoder!r}, which is not in --decoders "
+                               f"{','.join(decoder_names)}")
+        settings.setdefault(decoder, {})[key] = parse_value(value)
+    return settings
+
+
 def bench(argv: list[str]) -> int:
     args = bench_parser().parse_args(argv)
     import decoders  # noqa: F401  (registers the decoders)
     import tasks  # noqa: F401  (registers the tasks)
-    from harness.bench import BenchConfig, run_benchmark
+    from harness.benchmark import BenchConfig, decoder_order, run_benchmark
     from harness.core.decoding import DECODERS
-    from harness.core.loading import load_runner
+    from harness.core.loading import load_runner, resolve_device
+    from harness.meta import command_line, environment, write_meta
+    from harness.summary import format_summary, summarize
     from tasks.base import TASKS
 
     if args.list:
         list_plugins()
         return 0
-    if args.limit is not None and args.limit < 0:
-        raise HarnessError(f"--limit must be 0 or more, got {args.limit}")
+    for flag in ("limit", "max_new_tokens", "warmup"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 0:
+            raise HarnessError(f"--{flag.replace('_', '-')} must be 0 or more, got {getattr(args, flag)}")
     decoder_names = DECODERS.parse_list(args.decoders)
-    task_names = TASKS.parse_list(args.tasks)
+    settings = parse_settings(args.set, decoder_names)
+    resolve_device(args.device)  # a bad --device fails before any data is read
+    chosen_tasks = [TASKS.get(name)(args.data) for name in TASKS.parse_list(args.tasks)]
+    for task in chosen_tasks:
+        task.samples(args.limit)  # a missing data file or an unreachable hub fails before the model loads
+    torch.manual_seed(SEED)
     runner = load_runner(args.model, args.dtype, args.device)
-    chosen_decoders = {name: DECODERS.get(name)(runner) for name in decoder_names}
-    chosen_tasks = {name: TASKS.get(name)(args.data) for name in task_names}
     out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    results = run_benchmark(runner, chosen_decoders, chosen_tasks,
-                            BenchConfig(out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens))
-    print(f"results: {results}")
+    out.mkdir(parents=True, exist_ok=True)
+    names = decoder_order(decoder_names)
+    write_meta(out, {**environment(runner), "max_new_tokens": args.max_new_tokens, "limit": args.limit,
+                     "split": "test", "seed": SEED, "warmup": args.warmup, "telemetry": not args.no_telemetry,
+                     "decoders": names, "decoder_settings": {n: settings.get(n, {}) for n in names},
+                     "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()]})
+    config = BenchConfig(out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens, warmup=args.warmup,
+                         telemetry=not args.no_telemetry, decoder_settings=settings)
+    try:
+        store = run_benchmark(runner, decoder_names, chosen_tasks, config)
+    except KeyboardInterrupt:
+        print(f"interrupted: the rows written so far are in {out / 'results.jsonl'}; rerun the same command to resume",
+              file=sys.stderr)
+        return 130
+    task_names = {t.name for t in chosen_tasks}
+    print(f"results: {store.path}")
+    print(format_summary(summarize(r for r in store.rows.values() if r["task"] in task_names and r["decoder"] in names)))
     return 0
 
 

@@ -1,2 +1,2 @@
 """Task plugins. Importing this package registers every task in `tasks.base.TASKS`."""
-from tasks import humaneval  # noqa: F401
+from tasks import cnndm, gsm8k, humaneval, mbpp, spec_bench, xsum  # noqa: F401

@@ -1,18 +1,17 @@
 """The task interface: samples, prompts, stops and scoring.
 
-A task loads its evaluation samples deterministically (file order, or a seeded shuffle), turns each into prompt
-token ids (through the model's chat template when it has one), says when generation stops, and scores a
-completion. Tasks whose heads are trained on the same source keep its first `train_rows` rows for training only.
+A task loads its rows from the public source (Hugging Face `datasets`, or a package) or from a local copy (`--data`:
+a JSON-lines file, or a folder holding `<task>/test.jsonl`). The order is the source's own, so every run sees the
+same samples. The first `train_rows` rows are reserved for training heads (`training_prompts`) and never scored;
+`samples` evaluates from the rest. Prompts go through the model's chat template when it has one.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
-from harness.core.errors import HarnessError
 from harness.core.registry import Registry
+from tasks.sources import data_file, read_jsonl
 
 
 @dataclass
@@ -29,22 +28,39 @@ class Task:
     stop_strings: ClassVar[tuple[str, ...]] = ()
     train_rows: ClassVar[int] = 0  # leading rows of the source reserved for head training, never scored
     use_chat_template: ClassVar[bool] = True
+    source: ClassVar[str] = ""  # where the rows come from without --data, for the run's metadata
+    data_file_name: ClassVar[str] = "test.jsonl"  # the file's name inside <data folder>/<task>/
 
     def __init__(self, data: str | None = None) -> None:
         self.data = data
+        self._rows: list[dict] | None = None
 
     def samples(self, limit: int | None = None) -> list[Sample]:
         """Evaluation samples in a fixed order; the first `limit` of them."""
-        rows = self.load_rows()[self.train_rows:]
-        samples = [self.to_sample(row, i) for i, row in enumerate(rows)]
-        return samples if limit is None else samples[:limit]
+        rows = self.rows()[self.train_rows:]
+        rows = rows if limit is None else rows[:limit]
+        return [self.to_sample(row, self.train_rows + i) for i, row in enumerate(rows)]
 
     def training_prompts(self, n: int) -> list[str]:
-        """Prompts that are never scored, for training heads."""
-        rows = self.load_rows()[: self.train_rows]
-        return [self.to_sample(row, i).prompt for i, row in enumerate(rows)][:n]
+        """Prompts that are never scored, for training heads: the first `min(n, train_rows)` rows."""
+        return [self.to_sample(row, i).prompt for i, row in enumerate(self.rows()[: min(n, self.train_rows)])]
 
-    def load_rows(self) -> list[dict]:
+    def split_info(self) -> dict[str, Any]:
+        """Which rows train heads and which are scored, for the run's metadata."""
+        return {"source": self.local_path() or self.source, "training_rows": [0, self.train_rows],
+                "evaluation_rows_from": self.train_rows}
+
+    def rows(self) -> list[dict]:
+        if self._rows is None:
+            path = self.local_path()
+            self._rows = read_jsonl(path) if path else self.load_source_rows()
+        return self._rows
+
+    def local_path(self) -> str | None:
+        """The local copy named by --data, or None to read the public source."""
+        return str(data_file(self.data, self.name, self.data_file_name)) if self.data else None
+
+    def load_source_rows(self) -> list[dict]:
         raise NotImplementedError
 
     def to_sample(self, row: dict, index: int) -> Sample:
@@ -64,23 +80,6 @@ def encode_prompt(prompt: str, tokenizer, use_chat_template: bool = True) -> lis
                                              tokenize=False)
         return tokenizer(text, add_special_tokens=False)["input_ids"]
     return tokenizer(prompt)["input_ids"]
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def local_rows(data: str | None, folder: str, file: str = "test.jsonl") -> list[dict] | None:
-    """Rows from a local copy: `data` is a JSON-lines file, or a data folder holding `<folder>/<file>`."""
-    if data is None:
-        return None
-    path = Path(data).expanduser()
-    if path.is_dir():
-        path = path / folder / file
-    if not path.is_file():
-        raise HarnessError(f"data file {path} not found; pass --data a JSON-lines file or a folder holding {folder}/{file}")
-    return read_jsonl(path)
 
 
 TASKS: Registry[type[Task]] = Registry("task")

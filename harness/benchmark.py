@@ -1,0 +1,137 @@
+"""The benchmark loop: every decoder over every task sample, interleaved per sample, one streamed row each.
+
+Vanilla greedy decoding always runs first on each sample (unless its row is already in the run folder): it is the
+parity reference for the other decoders, and interleaving (vanilla, method, vanilla, method …) makes slow machine
+drift hit all decoders alike. Decoders are built once per task (`Cls(runner, task=name, **settings)`); `warmup`
+generations per decoder and task run first and are not recorded. An exception in one sample is recorded in that
+row's `error` and the run goes on.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from harness.core.decoding import DECODERS, Decoder, StopCondition
+from harness.core.model_runner import ModelRunner
+from harness.parity import compare
+from harness.results import REFERENCE_DECODER, ResultStore
+from harness.telemetry import MemoryProbe
+from harness.timing import GenerationTimer
+from tasks.base import Sample, Task
+
+
+@dataclass
+class BenchConfig:
+    out_dir: Path
+    limit: int | None = None
+    max_new_tokens: int | None = None
+    warmup: int = 1
+    telemetry: bool = True
+    decoder_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Measurer:
+    """Runs one generation under the timer and the memory probe, and turns it into a result row."""
+
+    def __init__(self, runner: ModelRunner, telemetry: bool) -> None:
+        self.runner = runner
+        self.timer = GenerationTimer(runner.device)
+        self.probe = MemoryProbe(runner.device, enabled=telemetry)
+
+    def row(self, name: str, decoder: Decoder, task: Task, sample: Sample, index: int, prompt_ids: list[int],
+            stop: StopCondition, reference: list[int] | None) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "decoder": name, "task": task.name, "sample_id": sample.id, "sample_index": index,
+            "category": sample.meta.get("category"), "prompt_tokens": len(prompt_ids), "tokens": None, "text": None,
+            "new_tokens": None, "ttft_s": None, "decode_s": None, "total_s": None, "tokens_per_s": None,
+            "stats": None, "memory": None, "parity": None, "quality": None, "error": None}
+        try:
+            self.probe.start()
+            try:
+                self.timer.start()
+                gen = decoder.generate(prompt_ids, stop, on_first_token=self.timer.first_token)
+                timing = self.timer.stop()
+            finally:
+                row["memory"] = self.probe.stop()
+            row.update(tokens=gen.tokens, new_tokens=len(gen.tokens), ttft_s=timing.ttft_s, decode_s=timing.decode_s,
+                       total_s=timing.total_s, tokens_per_s=len(gen.tokens) / timing.total_s if timing.total_s else None,
+                       stats=gen.stats, text=self.runner.tokenizer.decode(gen.tokens, skip_special_tokens=True))
+            if name != REFERENCE_DECODER and reference is not None:
+                row["parity"] = compare(reference, gen.tokens)
+            row["quality"] = task.score(sample, row["text"])
+        except Exception as exc:  # recorded in the row; the run goes on
+            row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return row
+
+
+class Throughput:
+    """Live tokens/s per decoder for the progress bar."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, list[float]] = {}
+
+    def add(self, row: dict[str, Any]) -> dict[str, str]:
+        if row["error"] is None:
+            total = self.totals.setdefault(row["decoder"], [0, 0.0])
+            total[0] += row["new_tokens"]
+            total[1] += row["total_s"]
+        return {name: f"{tokens / seconds:.1f} tok/s" for name, (tokens, seconds) in self.totals.items() if seconds}
+
+
+def decoder_order(names: list[str]) -> list[str]:
+    return [REFERENCE_DECODER] + [n for n in names if n != REFERENCE_DECODER]
+
+
+def run_task(runner: ModelRunner, store: ResultStore, measurer: Measurer, names: list[str], task: Task,
+             config: BenchConfig) -> None:
+    samples = task.samples(config.limit)
+    pending = [(s, n) for s in samples for n in names if not store.has(n, task.name, s.id)]
+    if not pending:
+        return
+    stop = StopCondition(config.max_new_tokens or task.max_new_tokens, frozenset(runner.eos_token_ids),
+                         task.stop_strings, runner.tokenizer)
+    decoders = {n: DECODERS.get(n)(runner, task=task.name, **config.decoder_settings.get(n, {}))
+                for n in dict.fromkeys(n for _, n in pending)}
+    warm_up(decoders, task.prompt_ids(pending[0][0], runner.tokenizer), stop, config.warmup)
+    throughput = Throughput()
+    with tqdm(total=len(pending), desc=task.name, unit="gen", file=sys.stderr, dynamic_ncols=True) as bar:
+        for index, sample in enumerate(samples):
+            prompt_ids = None
+            for name in names:
+                if store.has(name, task.name, sample.id):
+                    continue
+                prompt_ids = prompt_ids or task.prompt_ids(sample, runner.tokenizer)
+                row = measurer.row(name, decoders[name], task, sample, index, prompt_ids, stop,
+                                   store.reference_tokens(task.name, sample.id))
+                store.append(row)
+                bar.set_postfix(throughput.add(row), refresh=False)
+                bar.update()
+
+
+def warm_up(decoders: dict[str, Decoder], prompt_ids: list[int], stop: StopCondition, n: int) -> None:
+    """Unrecorded generations (first-call allocations, kernel selection); a failure shows again in the rows."""
+    for name, decoder in decoders.items():
+        for _ in range(n):
+            try:
+                decoder.generate(prompt_ids, stop)
+            except Exception as exc:
+                print(f"note: warm-up of {name} failed ({type(exc).__name__}: {exc})", file=sys.stderr)
+                break
+
+
+def run_benchmark(runner: ModelRunner, decoder_names: list[str], tasks: list[Task],
+                  config: BenchConfig) -> ResultStore:
+    """Runs (or resumes) the benchmark into `config.out_dir`; returns the store holding all the folder's rows."""
+    names = decoder_order(decoder_names)
+    store = ResultStore(config.out_dir)
+    measurer = Measurer(runner, config.telemetry)
+    try:
+        for task in tasks:
+            run_task(runner, store, measurer, names, task, config)
+    finally:
+        store.close()
+    return store

@@ -1,0 +1,67 @@
+"""Where task rows come from: a local JSON-lines copy (`--data`) or the public source, reached fast or not at all.
+
+Without network the Hugging Face libraries retry for tens of seconds; here one short probe decides, and an
+unreachable hub becomes a one-line error that names `--data`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import urllib.request
+from pathlib import Path
+
+from harness.core.errors import HarnessError
+
+PROBE_TIMEOUT_S = 3.0
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def data_file(data: str, folder: str, file: str = "test.jsonl") -> Path:
+    """`data` is a JSON-lines file, or a data folder holding `<folder>/<file>`."""
+    path = Path(data).expanduser()
+    if path.is_dir():
+        path = path / folder / file
+    if not path.is_file():
+        raise HarnessError(f"data file {path} not found; pass --data a JSON-lines file or a folder holding {folder}/{file}")
+    return path
+
+
+def _offline_error(what: str, folder: str) -> HarnessError:
+    return HarnessError(f"cannot reach {what} (offline); pass --data PATH, a folder holding {folder}/test.jsonl "
+                        f"(e.g. --data ../shared/data)")
+
+
+def _reachable(host: str) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    try:
+        socket.create_connection((host, 443), timeout=PROBE_TIMEOUT_S).close()
+        return True
+    except OSError:
+        return False
+
+
+def hub_rows(path: str, config: str | None, split: str, folder: str) -> list[dict]:
+    """Rows of a Hugging Face dataset split (a cached copy works offline)."""
+    if not _reachable("huggingface.co"):
+        os.environ["HF_HUB_OFFLINE"] = "1"  # use a cached copy if there is one, without retries
+    import datasets
+
+    try:
+        return list(datasets.load_dataset(path, config, split=split))
+    except (ConnectionError, OSError) as exc:
+        raise _offline_error(f"{path} on the Hugging Face hub", folder) from exc
+
+
+def url_rows(url: str, folder: str) -> list[dict]:
+    """Rows of a JSON-lines file published at a URL."""
+    host = url.split("/")[2]
+    if not _reachable(host):
+        raise _offline_error(url, folder)
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return [json.loads(line) for line in response.read().decode("utf-8").splitlines() if line.strip()]

@@ -1,0 +1,58 @@
+"""Spec-Bench (480 questions in 13 categories: MT-bench's 8 × 10, then translation, summarization, qa,
+math_reasoning and rag × 80): the standard speed benchmark for speculative decoding.
+
+Only first turns are run. An MT-bench second turn's prompt holds the model's own first answer, so each decoder's
+prompt would depend on its own output (and a parity failure on turn 1 would change turn 2's prompt); speed and
+parity are measured on the first turns alone. Quality is not scored (Spec-Bench measures speed; parity with greedy
+decoding carries vanilla's quality over). The first 20 % of each category (96 questions) are kept for training
+heads; samples are ordered round-robin over categories so a small `--limit` still covers them all.
+"""
+from __future__ import annotations
+
+from itertools import chain, zip_longest
+
+from tasks.base import TASKS, Sample, Task
+from tasks.sources import url_rows
+
+URL = "https://raw.githubusercontent.com/hemingkx/Spec-Bench/main/data/spec_bench/question.jsonl"
+TRAIN_FRACTION = 0.2
+
+
+@TASKS.register("spec_bench")
+class SpecBench(Task):
+    max_new_tokens = 256
+    data_file_name = "question.jsonl"
+    source = URL
+
+    def load_source_rows(self) -> list[dict]:
+        return url_rows(URL, self.name)
+
+    def _split(self) -> tuple[list[dict], list[dict]]:
+        """(training rows, evaluation rows in round-robin category order)."""
+        by_category: dict[str, list[dict]] = {}
+        for row in self.rows():
+            by_category.setdefault(row["category"], []).append(row)
+        cut = {c: int(len(rows) * TRAIN_FRACTION) for c, rows in by_category.items()}
+        train = [row for c, rows in by_category.items() for row in rows[: cut[c]]]
+        rest = [rows[cut[c]:] for c, rows in by_category.items()]
+        return train, [row for row in chain.from_iterable(zip_longest(*rest)) if row is not None]
+
+    def samples(self, limit: int | None = None) -> list[Sample]:
+        rows = self._split()[1]
+        return [self.to_sample(row, i) for i, row in enumerate(rows if limit is None else rows[:limit])]
+
+    def training_prompts(self, n: int) -> list[str]:
+        return [self.to_sample(row, i).prompt for i, row in enumerate(self._split()[0][:n])]
+
+    def split_info(self) -> dict:
+        train = self._split()[0]
+        return {"source": self.local_path() or self.source, "turns": "first only",
+                "training_question_ids": [row["question_id"] for row in train],
+                "evaluation": "the other questions, round-robin over categories"}
+
+    def to_sample(self, row: dict, index: int) -> Sample:
+        return Sample(id=f"spec_bench/{row['question_id']}", prompt=row["turns"][0], reference=row.get("reference"),
+                      meta={"category": row["category"]})
+
+    def score(self, sample: Sample, completion: str) -> dict[str, float]:
+        return {}
