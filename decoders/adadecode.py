@@ -204,11 +204,11 @@ class AdaDecode(Decoder):
         states = collect_hidden_states(runner, sequences, [len(p) for p in prompt_ids_list],
                                        exit_layers + [runner.n_layers])
         split = sum(len(c) for c in continuations[:-held_out])
-        heads, report = distill_exit_heads(runner, states, runner.n_layers, split,
+        candidates = frequent_tokens([t for c in continuations for t in c], int(settings.get("candidates", 4096)))
+        heads, report = distill_exit_heads(runner, states, runner.n_layers, split, candidates,
                                            steps=int(settings.get("steps", 300)),
                                            batch_size=int(settings.get("batch_size", 32)),
                                            lr=float(settings.get("lr", 1e-3)))
-        candidates = frequent_tokens([t for c in continuations for t in c], int(settings.get("candidates", 4096)))
         tensors = {f"exit.{e}": h.transform.weight for e, h in heads.items()} | {"candidates": candidates}
         metadata = {"model": runner.name, "kind": KIND, "task": task_name, "layers": exit_layers,
                     "n_layers": runner.n_layers, "training_prompts": len(prompt_ids_list) - held_out,
@@ -229,55 +229,63 @@ def frequent_tokens(tokens: list[int], k: int) -> torch.Tensor:
     return torch.tensor(sorted(t for t, _ in Counter(tokens).most_common(k)), dtype=torch.long)
 
 
-def _kl_and_agreement(head: ExitHead, runner: ModelRunner, hidden: torch.Tensor, target_logp: torch.Tensor):
-    logp = torch.log_softmax(head.logits(hidden, runner.norm, runner.lm_head).float(), dim=-1)
-    kl = F.kl_div(logp, target_logp, log_target=True, reduction="batchmean")
-    agree = (logp.argmax(-1) == target_logp.argmax(-1)).float().mean()
-    return kl, agree
+class _Distillation:
+    """Forward KL(final ‖ head) over the candidate vocabulary, the final layer's targets computed once for all rows.
 
+    Restricting both softmaxes to the candidate rows of the lm head (a few thousand of 49 152) makes a training step
+    an order of magnitude cheaper on a CPU and trains the heads for exactly the test they face at decoding time.
+    """
 
-def _evaluate(heads: dict[int, ExitHead], runner: ModelRunner, states: dict[int, torch.Tensor],
-              last: int, rows: slice, chunk: int = 256) -> dict[int, tuple[float, float]]:
-    """Mean forward KL(final ‖ head) and top-1 agreement with the final layer over `rows`."""
-    totals = {e: [0.0, 0.0, 0] for e in heads}
-    with torch.no_grad():
-        for start in range(rows.start, rows.stop, chunk):
-            part = slice(start, min(start + chunk, rows.stop))
-            target = torch.log_softmax(runner.logits(states[last][part][None]), dim=-1)
-            for e, head in heads.items():
-                kl, agree = _kl_and_agreement(head, runner, states[e][part], target)
-                k = part.stop - part.start
-                totals[e][0] += kl.item() * k
-                totals[e][1] += agree.item() * k
-                totals[e][2] += k
-    return {e: (kl / max(k, 1), agree / max(k, 1)) for e, (kl, agree, k) in totals.items()}
+    def __init__(self, runner: ModelRunner, states: dict[int, torch.Tensor], last: int, vocabulary: torch.Tensor,
+                 chunk: int = 256) -> None:
+        self.runner, self.states = runner, states
+        self.vocabulary = vocabulary
+        self.weight = runner.lm_head.weight.detach().index_select(0, vocabulary).float()
+        with torch.no_grad():
+            normed = runner.final_norm(states[last])
+            self.target = torch.cat([torch.log_softmax(F.linear(part, self.weight), dim=-1)
+                                     for part in normed.split(chunk)])
+            self.final_top = torch.cat([runner.lm_head(part).argmax(-1) for part in normed.split(chunk)])
+
+    def head_logp(self, head: ExitHead, layer: int, rows) -> torch.Tensor:
+        normed = self.runner.final_norm(head(self.states[layer][rows]))
+        return torch.log_softmax(F.linear(normed, self.weight), dim=-1)
+
+    def loss(self, head: ExitHead, layer: int, rows) -> torch.Tensor:
+        return F.kl_div(self.head_logp(head, layer, rows), self.target[rows], log_target=True, reduction="batchmean")
+
+    def evaluate(self, head: ExitHead, layer: int, rows: slice) -> tuple[float, float]:
+        """Held-out KL and top-1 agreement of the head's candidate argmax with the final layer's full argmax."""
+        with torch.no_grad():
+            logp = self.head_logp(head, layer, rows)
+            kl = F.kl_div(logp, self.target[rows], log_target=True, reduction="batchmean").item()
+            agree = (self.vocabulary[logp.argmax(-1)] == self.final_top[rows]).float().mean().item()
+        return kl, agree
 
 
 def distill_exit_heads(runner: ModelRunner, states: dict[int, torch.Tensor], last: int, split: int,
-                       steps: int = 300, batch_size: int = 64, lr: float = 1e-3, seed: int = 0
-                       ) -> tuple[dict[int, ExitHead], dict]:
+                       vocabulary: torch.Tensor, steps: int = 300, batch_size: int = 64, lr: float = 1e-3,
+                       seed: int = 0) -> tuple[dict[int, ExitHead], dict]:
     """Trains one identity-initialised head per layer in `states` (all but `last`) by forward KL from the final
     layer's distribution, the model frozen; rows [0, split) train, the rest are held out. Returns the heads and a
-    report (held-out KL and top-1 agreement per layer, before and after)."""
-    exits = [e for e in sorted(states) if e != last]
-    heads = {e: ExitHead(runner.hidden_size) for e in exits}
-    held_out = slice(split, len(states[last]))
-    before = _evaluate(heads, runner, states, last, held_out)
-    params = [p for h in heads.values() for p in h.parameters()]
-    optimizer = torch.optim.Adam(params, lr=lr)
-    generator = torch.Generator().manual_seed(seed)
+    report (held-out KL and top-1 agreement with the final layer per layer, before and after)."""
     for p in runner.model.parameters():
         p.requires_grad_(False)
+    exits = [e for e in sorted(states) if e != last]
+    heads = {e: ExitHead(runner.hidden_size) for e in exits}
+    data = _Distillation(runner, states, last, vocabulary)
+    held_out = slice(split, len(states[last]))
+    before = {e: data.evaluate(heads[e], e, held_out) for e in exits}
+    optimizer = torch.optim.Adam([p for h in heads.values() for p in h.parameters()], lr=lr)
+    generator = torch.Generator().manual_seed(seed)
     for _ in tqdm(range(steps), desc="training exit heads", unit="step"):
         rows = torch.randint(0, split, (batch_size,), generator=generator)
-        with torch.no_grad():
-            target = torch.log_softmax(runner.logits(states[last][rows][None]), dim=-1)
-        loss = sum(_kl_and_agreement(heads[e], runner, states[e][rows], target)[0] for e in exits)
+        loss = sum(data.loss(heads[e], e, rows) for e in exits)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    after = _evaluate(heads, runner, states, last, held_out)
-    report = {"steps": steps, "batch_size": batch_size, "lr": lr,
+    after = {e: data.evaluate(heads[e], e, held_out) for e in exits}
+    report = {"steps": steps, "batch_size": batch_size, "lr": lr, "loss": "forward KL over the candidate vocabulary",
               "held_out": {str(e): {"kl_before": before[e][0], "kl_after": after[e][0],
                                     "agreement_before": before[e][1], "agreement_after": after[e][1]}
                            for e in exits}}

@@ -13,7 +13,7 @@ PROMPTS = ["Summarize in one sentence: the city council approved a new park afte
 
 def test_training_lowers_held_out_kl_and_the_heads_decode_with_parity(runner, tmp_path):
     ids = [encode_prompt(p, runner.tokenizer) for p in PROMPTS]
-    path = AdaDecode.train_heads(runner, "toy", ids, exit_layers=[20], steps=40, max_new_tokens=12, lr=3e-3,
+    path = AdaDecode.train_heads(runner, "toy", ids, exit_layers=[20], steps=40, max_new_tokens=12, lr=3e-4,
                                  candidates=512, path=tmp_path / "adadecode-toy.safetensors")
     tensors, meta = load_heads(path)
     assert set(tensors) == {"exit.20", "candidates"} and meta["layers"] == [20] and meta["held_out_prompts"] == 1

@@ -38,7 +38,7 @@ def test_untrained_exit_head_is_the_logit_lens(runner):
 def test_continuations_are_the_models_greedy_tokens_and_states_line_up(runner):
     prompts = [runner.tokenizer("The capital of France is")["input_ids"],
                runner.tokenizer("def add(a, b):\n    return")["input_ids"]]
-    continuations = greedy_continuations(runner, prompts, max_new_tokens=6, batch_size=2)
+    continuations = greedy_continuations(runner, prompts, max_new_tokens=6)
     with torch.inference_mode():
         for ids, cont in zip(prompts, continuations):
             alone = runner.model.generate(torch.tensor([ids]), max_new_tokens=6, do_sample=False)[0, len(ids):]
