@@ -118,7 +118,38 @@ def bench(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"bench": bench}
+def train_heads_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run.py train-heads", description="Train a decoder's heads for a task.")
+    p.add_argument("--decoder", required=True, help="decoder whose heads to train (e.g. adadecode)")
+    p.add_argument("--task", required=True, help="task whose training prompts (never scored) to use")
+    p.add_argument("--prompts", type=int, default=64, help="number of training prompts (a tenth is held out)")
+    p.add_argument("--max-new-tokens", type=int, default=96, help="length of the model's own greedy continuations")
+    p.add_argument("--steps", type=int, default=300, help="optimizer steps")
+    p.add_argument("--exit-layers", default=None, help="comma-separated layers for exit heads (default: the decoder's)")
+    p.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a hub id, a folder or a .gguf")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--data", default=None, help="local data: a folder with <task>/test.jsonl, or a file")
+    return p
+
+
+def train_heads(argv: list[str]) -> int:
+    args = train_heads_parser().parse_args(argv)
+    import decoders  # noqa: F401  (registers the decoders)
+    import tasks  # noqa: F401  (registers the tasks)
+    from harness.core.loading import load_runner
+    from harness.training import train_heads as train
+
+    settings = {"max_new_tokens": args.max_new_tokens, "steps": args.steps}
+    if args.exit_layers:
+        settings["exit_layers"] = [int(layer) for layer in args.exit_layers.split(",")]
+    runner = load_runner(args.model, args.dtype, args.device)
+    path = train(runner, args.decoder, args.task, args.prompts, args.data, **settings)
+    print(f"heads: {path}")
+    return 0
+
+
+COMMANDS = {"bench": bench, "train-heads": train_heads}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,292 @@
+"""AdaDecode (Wei et al., ICML 2025): early tokens from exit heads, deferred layers caught up as chunks, verification.
+
+The current token runs upward. At each exit layer E a trained head (`ExitHead`: T → final norm → frozen lm head)
+looks at its hidden state; if the head is confident (top probability ≥ γ) its token is emitted *tentatively* and the
+next token starts at layer 0 at once. The early token's layers [E, n) are deferred: when a later token reaches a
+layer whose cache is missing earlier positions (`cache.lengths[layer]` tells), those positions join it and go
+through that layer together as one chunk — on a CPU, a chunk of a few positions costs about as much as one.
+At most `max_pending` early tokens may wait unverified; then a token must go through all layers.
+
+When a chunk reaches the last layer, the final logits at each position verify the early token that followed it.
+At the first mismatch everything after it is discarded, every layer's cache is cropped and decoding continues from
+the final layer's token; so the output is exactly greedy decoding's. Tokens reach the `TokenSink` only once verified,
+so stops (end of sequence, stop strings, the token budget) fall exactly where vanilla's do.
+
+The cheap exit test. Checking an exit with the full lm head costs a whole-vocabulary matmul (on SmolLM2, 49 152 × 576,
+about a sixth of a decoding step), which would eat the gain. By default the head's softmax is taken over a small
+candidate vocabulary instead: the tokens the model emitted most often on the task's training generations plus the
+prompt's own tokens (a few thousand rows of the lm head, gathered once per prompt). That probability is an upper
+bound of the full-vocabulary one, so the test is slightly optimistic; γ absorbs it (see the γ sweep in the README).
+Correctness never depends on the confidence test: every early token is verified by the final layer, so a wrong or
+over-confident exit costs time only. `vocabulary="full"` runs the paper's exact full-vocabulary test.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from harness.core.decoding import DECODERS, Decoder, Generation, TokenSink, greedy
+from harness.core.heads import ExitHead, heads_file, load_heads, save_heads
+from harness.core.errors import HarnessError
+from harness.core.model_runner import ModelRunner
+from harness.core.self_distillation import collect_hidden_states, greedy_continuations
+
+KIND = "adadecode"
+
+
+@dataclass
+class _Group:
+    """Consecutive positions that exited together: their hidden states after layers [0, depth)."""
+    depth: int
+    hidden: torch.Tensor  # [1, k, d]
+
+
+@dataclass
+class _Stats:
+    n_layers: int
+    exit_layers: list[int] = field(default_factory=list)
+    steps: int = 0  # passes that reached the last layer (the prefill included)
+    passes: int = 0  # upward passes started at layer 0
+    layer_runs: int = 0  # (pass, layer) pairs computed, whatever the chunk size
+    drafted: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    discarded: int = 0
+
+    def as_dict(self, emitted: int) -> dict:
+        early = [e for e in self.exit_layers[:emitted] if e < self.n_layers]
+        rounds = max(self.steps - 1, 1)
+        return {
+            "steps": self.steps, "passes": self.passes, "drafted": self.drafted, "accepted": self.accepted,
+            "rejected": self.rejected, "discarded": self.discarded,
+            "acceptance_rate": self.accepted / self.drafted if self.drafted else None,
+            "rejection_rate": self.rejected / self.drafted if self.drafted else None,
+            "mean_acceptance_length": 1 + self.accepted / rounds,
+            "early_rate": len(early) / emitted if emitted else None,
+            "early_rate_by_layer": {str(e): n / emitted for e, n in sorted(Counter(early).items())},
+            "mean_exit_layer": sum(self.exit_layers[:emitted]) / emitted if emitted else None,
+            "layers_per_token": self.layer_runs / emitted if emitted else None,
+            "exit_layers": self.exit_layers[:emitted],
+        }
+
+
+@DECODERS.register(KIND)
+class AdaDecode(Decoder):
+    """Settings: `gamma` (0.75), `max_pending` (5), `exit_layers` (default: every layer the heads were trained
+    for), `vocabulary` ("candidates" or "full"), `heads_path` (default: the heads trained for the model and task),
+    or `heads` ({layer: ExitHead}, with a `candidates` tensor of token ids) to use heads held in memory."""
+
+    def __init__(self, runner: ModelRunner, task: str | None = None, **settings) -> None:
+        super().__init__(runner, task, **settings)
+        self.gamma = float(settings.get("gamma", 0.75))
+        self.max_pending = int(settings.get("max_pending", 5))
+        self.vocabulary = settings.get("vocabulary", "candidates")
+        if self.vocabulary not in ("candidates", "full"):
+            raise HarnessError(f"adadecode vocabulary must be 'candidates' or 'full', got {self.vocabulary!r}")
+        self.heads: dict[int, ExitHead] = dict(settings.get("heads", {}))
+        self.candidates = torch.as_tensor(settings.get("candidates", []), dtype=torch.long)
+        self.metadata: dict = {}
+        if not self.heads:
+            if task is None and "heads_path" not in settings:
+                raise HarnessError("adadecode needs a task (its exit heads are trained per task) or heads_path")
+            self._load(settings.get("heads_path") or heads_file(runner.name, KIND, task))
+        self.exit_layers = sorted(int(e) for e in settings.get("exit_layers", self.heads))
+        missing = [e for e in self.exit_layers if e not in self.heads]
+        if missing:
+            raise HarnessError(f"no trained exit head for layers {missing}; trained: {sorted(self.heads)}")
+        self._candidate_ids: torch.Tensor | None = None
+        self._candidate_weight: torch.Tensor | None = None
+
+    def _load(self, path) -> None:
+        tensors, self.metadata = load_heads(path)
+        for name, weight in tensors.items():
+            if name.startswith("exit."):
+                head = ExitHead(self.runner.hidden_size, self.runner.dtype).to(self.runner.device)
+                head.transform.weight.data.copy_(weight)
+                self.heads[int(name.split(".")[1])] = head
+        self.candidates = tensors.get("candidates", self.candidates)
+
+    # --- the exit test -------------------------------------------------------------------------------------------
+    def _prepare_vocabulary(self, prompt_ids: list[int]) -> None:
+        """Gathers the candidate rows of the lm head once per prompt (training candidates ∪ prompt tokens)."""
+        if self.vocabulary == "full":
+            self._candidate_ids, self._candidate_weight = None, self.runner.lm_head.weight
+            return
+        ids = torch.unique(torch.cat([self.candidates, torch.tensor(prompt_ids, dtype=torch.long)]))
+        self._candidate_ids = ids.to(self.runner.device)
+        self._candidate_weight = self.runner.lm_head.weight.index_select(0, self._candidate_ids)
+
+    def exit_token(self, layer: int, hidden: torch.Tensor, position: int) -> int | None:
+        """The token to emit early at `layer` for the hidden state [1, 1, d] at `position`, or None to go on.
+
+        A heuristic only: a wrong or over-confident answer costs time, never correctness (the final layer verifies).
+        """
+        normed = self.runner.final_norm(self.heads[layer](hidden))[0, -1]
+        probs = torch.softmax(F.linear(normed, self._candidate_weight).float(), dim=-1)
+        top, index = probs.max(dim=-1)
+        if top.item() < self.gamma:
+            return None
+        return int(index) if self._candidate_ids is None else int(self._candidate_ids[index])
+
+    # --- decoding ------------------------------------------------------------------------------------------------
+    def _generate(self, prompt_ids, stop, on_first_token):
+        runner, n = self.runner, self.runner.n_layers
+        self._prepare_vocabulary(prompt_ids)
+        cache = self.new_cache(prompt_ids, stop)
+        sink = TokenSink(stop, on_first_token)
+        stats = _Stats(n)
+        token = greedy(runner.forward(prompt_ids, cache)[-1:])[0]
+        stats.steps, stats.layer_runs = 1, n
+        stats.exit_layers.append(n)
+        done = sink.add([token])
+        groups: list[_Group] = []  # positions still missing deep layers, oldest (deepest) first
+        early: list[tuple[int, int]] = []  # unverified early tokens: (token, exit layer)
+        position = len(prompt_ids)  # where `token` goes
+        while not done:
+            stats.passes += 1
+            hidden, layer = runner.embed([token]), 0
+            exit_allowed = (len(early) < self.max_pending
+                            and len(sink.tokens) + len(early) + 1 < stop.max_new_tokens)
+            exits = [e for e in self.exit_layers if e < n] if exit_allowed else []
+            exited = None
+            while layer < n:
+                while groups and groups[-1].depth == layer:  # earlier positions missing this layer join the chunk
+                    hidden = torch.cat([groups.pop().hidden, hidden], dim=1)
+                assert cache.lengths[layer] == position + 1 - hidden.shape[1], "chunk and cache disagree"
+                stops = [e for e in exits if e > layer] + ([groups[-1].depth] if groups else []) + [n]
+                end = min(stops)
+                hidden = runner.run_layers(hidden, cache, layer, end)
+                stats.layer_runs += end - layer
+                layer = end
+                if layer in exits:
+                    exited = self.exit_token(layer, hidden[:, -1:], position)
+                    if exited is not None and exited not in stop.eos_token_ids:
+                        break
+                    exited = None
+            if exited is not None:
+                groups.append(_Group(layer, hidden))
+                early.append((exited, layer))
+                stats.drafted += 1
+                token, position = exited, position + 1
+                continue
+            # The chunk reached the last layer: its final logits verify the early tokens that followed each position.
+            stats.steps += 1
+            targets = greedy(runner.logits(hidden))
+            accepted = 0
+            while accepted < len(early) and early[accepted][0] == targets[accepted]:
+                accepted += 1
+            stats.accepted += accepted
+            if accepted < len(early):
+                stats.rejected += 1
+                stats.discarded += len(early) - accepted - 1
+                position = position - len(early) + accepted
+                cache.crop(position + 1)
+            stats.exit_layers += [e for _, e in early[:accepted]] + [n]
+            token, position = targets[accepted], position + 1
+            done = sink.add([t for t, _ in early[:accepted]] + [token])
+            early = []
+        return Generation(sink.tokens, stats.as_dict(len(sink.tokens)))
+
+    # --- training ------------------------------------------------------------------------------------------------
+    @classmethod
+    def train_heads(cls, runner: ModelRunner, task_name: str, prompt_ids_list: list[list[int]], **settings):
+        """Distils exit heads at `exit_layers` from the final layer on the model's own greedy generations; saves them
+        (with a candidate vocabulary of the most frequent generated tokens) and returns the file's path."""
+        exit_layers = [int(e) for e in settings.get("exit_layers", default_exit_layers(runner.n_layers))]
+        max_new_tokens = int(settings.get("max_new_tokens", 96))
+        held_out = max(1, len(prompt_ids_list) // 10)
+        continuations = greedy_continuations(runner, prompt_ids_list, max_new_tokens)
+        sequences = [p + c for p, c in zip(prompt_ids_list, continuations)]
+        states = collect_hidden_states(runner, sequences, [len(p) for p in prompt_ids_list],
+                                       exit_layers + [runner.n_layers])
+        split = sum(len(c) for c in continuations[:-held_out])
+        candidates = frequent_tokens([t for c in continuations for t in c], int(settings.get("candidates", 4096)))
+        heads, report = distill_exit_heads(runner, states, runner.n_layers, split, candidates,
+                                           steps=int(settings.get("steps", 300)),
+                                           batch_size=int(settings.get("batch_size", 32)),
+                                           lr=float(settings.get("lr", 1e-3)))
+        tensors = {f"exit.{e}": h.transform.weight for e, h in heads.items()} | {"candidates": candidates}
+        metadata = {"model": runner.name, "kind": KIND, "task": task_name, "layers": exit_layers,
+                    "n_layers": runner.n_layers, "training_prompts": len(prompt_ids_list) - held_out,
+                    "held_out_prompts": held_out, "max_new_tokens": max_new_tokens,
+                    "training_tokens": split, "held_out_tokens": len(states[runner.n_layers]) - split,
+                    "candidates": len(candidates), **report, **settings.get("metadata", {})}
+        path = settings.get("path") or heads_file(runner.name, KIND, task_name)
+        return save_heads(path, tensors, metadata)
+
+
+def default_exit_layers(n_layers: int) -> list[int]:
+    """Three exits, as in the paper (3 heads on 32 layers), spread over the upper half of the model."""
+    return [round(n_layers * f) for f in (0.5, 0.65, 0.8)]
+
+
+def frequent_tokens(tokens: list[int], k: int) -> torch.Tensor:
+    """The k most frequent token ids (the candidate vocabulary of the cheap exit test)."""
+    return torch.tensor(sorted(t for t, _ in Counter(tokens).most_common(k)), dtype=torch.long)
+
+
+class _Distillation:
+    """Forward KL(final ‖ head) over the candidate vocabulary, the final layer's targets computed once for all rows.
+
+    Restricting both softmaxes to the candidate rows of the lm head (a few thousand of 49 152) makes a training step
+    an order of magnitude cheaper on a CPU and trains the heads for exactly the test they face at decoding time.
+    """
+
+    def __init__(self, runner: ModelRunner, states: dict[int, torch.Tensor], last: int, vocabulary: torch.Tensor,
+                 chunk: int = 256) -> None:
+        self.runner, self.states = runner, states
+        self.vocabulary = vocabulary
+        self.weight = runner.lm_head.weight.detach().index_select(0, vocabulary).float()
+        with torch.no_grad():
+            normed = runner.final_norm(states[last])
+            self.target = torch.cat([torch.log_softmax(F.linear(part, self.weight), dim=-1)
+                                     for part in normed.split(chunk)])
+            self.final_top = torch.cat([runner.lm_head(part).argmax(-1) for part in normed.split(chunk)])
+
+    def head_logp(self, head: ExitHead, layer: int, rows) -> torch.Tensor:
+        normed = self.runner.final_norm(head(self.states[layer][rows]))
+        return torch.log_softmax(F.linear(normed, self.weight), dim=-1)
+
+    def loss(self, head: ExitHead, layer: int, rows) -> torch.Tensor:
+        return F.kl_div(self.head_logp(head, layer, rows), self.target[rows], log_target=True, reduction="batchmean")
+
+    def evaluate(self, head: ExitHead, layer: int, rows: slice) -> tuple[float, float]:
+        """Held-out KL and top-1 agreement of the head's candidate argmax with the final layer's full argmax."""
+        with torch.no_grad():
+            logp = self.head_logp(head, layer, rows)
+            kl = F.kl_div(logp, self.target[rows], log_target=True, reduction="batchmean").item()
+            agree = (self.vocabulary[logp.argmax(-1)] == self.final_top[rows]).float().mean().item()
+        return kl, agree
+
+
+def distill_exit_heads(runner: ModelRunner, states: dict[int, torch.Tensor], last: int, split: int,
+                       vocabulary: torch.Tensor, steps: int = 300, batch_size: int = 64, lr: float = 1e-3,
+                       seed: int = 0) -> tuple[dict[int, ExitHead], dict]:
+    """Trains one identity-initialised head per layer in `states` (all but `last`) by forward KL from the final
+    layer's distribution, the model frozen; rows [0, split) train, the rest are held out. Returns the heads and a
+    report (held-out KL and top-1 agreement with the final layer per layer, before and after)."""
+    for p in runner.model.parameters():
+        p.requires_grad_(False)
+    exits = [e for e in sorted(states) if e != last]
+    heads = {e: ExitHead(runner.hidden_size) for e in exits}
+    data = _Distillation(runner, states, last, vocabulary)
+    held_out = slice(split, len(states[last]))
+    before = {e: data.evaluate(heads[e], e, held_out) for e in exits}
+    optimizer = torch.optim.Adam([p for h in heads.values() for p in h.parameters()], lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in tqdm(range(steps), desc="training exit heads", unit="step"):
+        rows = torch.randint(0, split, (batch_size,), generator=generator)
+        loss = sum(data.loss(heads[e], e, rows) for e in exits)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = {e: data.evaluate(heads[e], e, held_out) for e in exits}
+    report = {"steps": steps, "batch_size": batch_size, "lr": lr, "loss": "forward KL over the candidate vocabulary",
+              "held_out": {str(e): {"kl_before": before[e][0], "kl_after": after[e][0],
+                                    "agreement_before": before[e][1], "agreement_after": after[e][1]}
+                           for e in exits}}
+    return heads, report
