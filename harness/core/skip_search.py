@@ -99,16 +99,17 @@ class SkipSearch:
     def run(self, candidates: list[tuple[str, int]] | None = None, patience: int = 8) -> tuple[SkipSet, float, float]:
         """The best skip set found, its estimated speed-up and its agreement.
 
-        `candidates`: ("attention" or "mlp", layer) pairs, all by default; the climb stops after `patience`
-        candidates in a row fail to improve the estimate."""
+        Sub-layers are skipped cumulatively in ranking order and the best prefix of that ranking is kept (one skip
+        alone rarely pays, so the climb must be allowed through worse sets). `candidates`: ("attention" or "mlp",
+        layer) pairs, all by default; the climb stops after `patience` sets in a row without a new best."""
         candidates = candidates or [(kind, layer) for layer in range(self.runner.n_layers)
                                     for kind in ("attention", "mlp")]
         alone = {c: self.agreement(SkipSet().with_sublayer(*c)) for c in candidates}
-        best = SkipSet()
+        trial = best = SkipSet()
         best_speedup, best_agreement = self.objective(best)
         misses = 0
         for candidate in sorted(candidates, key=lambda c: -alone[c]):
-            trial = best.with_sublayer(*candidate)
+            trial = trial.with_sublayer(*candidate)
             speedup, agreement = self.objective(trial)
             if speedup > best_speedup:
                 best, best_speedup, best_agreement, misses = trial, speedup, agreement, 0
