@@ -46,8 +46,9 @@ def test_threshold_rises_when_drafts_fail_and_falls_when_they_pass(runner):
     assert decoder.threshold < 0.5
 
 
-def test_search_keeps_only_skips_that_raise_the_estimated_speedup(runner, case):
-    prompt, expected = case
+def test_search_keeps_the_best_set_along_its_climb(runner, shared_data):
+    prompt = real_prompts(runner, shared_data, 1)[0]
+    expected = vanilla_tokens(runner, prompt, NEW_TOKENS)
     search = SkipSearch(runner, [prompt + expected[:8]], [len(prompt)])
     assert search.agreement(SkipSet()) == 1.0  # the full model agrees with its own greedy tokens
     candidates = [("mlp", 0), ("attention", 1), ("mlp", 29), ("attention", 28)]

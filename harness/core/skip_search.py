@@ -4,7 +4,7 @@ The draft model of layer-skipping self-speculation is the model itself with a se
 search scores a skip set on the model's own greedy continuations of a few prompts, teacher-forced in one chunk:
 `agreement` = how often the skipping model's argmax equals the next generated token. It then estimates the
 speed-up a drafter with that agreement would give, and climbs greedily: sub-layers are ranked by the agreement
-lost when each is skipped alone, then added in that order whenever the estimate improves.
+lost when each is skipped alone, skipped cumulatively in that order, and the best set along the way is kept.
 """
 from __future__ import annotations
 
