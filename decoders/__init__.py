@@ -1,2 +1,2 @@
 """Decoder plugins. Importing this package registers every decoder in `harness.core.decoding.DECODERS`."""
-from decoders import vanilla  # noqa: F401
+from decoders import medusa, vanilla  # noqa: F401
