@@ -1,0 +1,69 @@
+"""Trained heads on top of a frozen model: where they live, how they are stored, and the exit head itself.
+
+Heads are per (model, method, task) and small (a few d×d matrices), so they are kept as one safetensors file in
+the cache folder with their metadata (model, layers, training data rows, steps, ...) stored as JSON inside it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+from harness.core.errors import HarnessError
+from harness.core.loading import cache_dir
+
+METADATA_KEY = "fastdecode"
+
+
+def heads_file(model_name: str, kind: str, task: str) -> Path:
+    """`cache_dir()/heads/<model>/<kind>-<task>.safetensors` (`kind` is the decoder that trained them)."""
+    safe_model = model_name.replace("/", "--") or "model"
+    return cache_dir() / "heads" / safe_model / f"{kind}-{task}.safetensors"
+
+
+def save_heads(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+    """Writes the tensors (made contiguous, on the CPU) with JSON metadata; the folder is created if needed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
+    partial = path.with_name(path.name + ".partial")
+    save_file(cpu, str(partial), metadata={METADATA_KEY: json.dumps(metadata)})
+    partial.replace(path)
+    return path
+
+
+def load_heads(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Reads a heads file: (tensors on the CPU, metadata). A missing file names the command that trains it."""
+    path = Path(path)
+    if not path.is_file():
+        kind, _, task = path.stem.partition("-")
+        raise HarnessError(f"no trained heads at {path}; train them with: "
+                           f"python run.py train-heads --decoder {kind} --task {task}")
+    with safe_open(str(path), framework="pt") as f:
+        metadata = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
+    return load_file(str(path)), metadata
+
+
+class ExitHead(torch.nn.Module):
+    """A learned d×d transform T (identity-initialised) in front of the model's own final norm and frozen lm head.
+
+    Untrained, it is the "logit lens". Only T is a parameter; the norm and the lm head are passed in at call time,
+    so the module's state is just T (about d² numbers).
+    """
+
+    def __init__(self, hidden_size: int, dtype: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.transform = torch.nn.Linear(hidden_size, hidden_size, bias=False, dtype=dtype)
+        with torch.no_grad():
+            self.transform.weight.copy_(torch.eye(hidden_size, dtype=dtype))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states [..., d] → transformed hidden states [..., d], ready for the final norm and lm head."""
+        return self.transform(hidden)
+
+    def logits(self, hidden: torch.Tensor, norm: torch.nn.Module, lm_head: torch.nn.Module) -> torch.Tensor:
+        """Full-vocabulary logits [..., vocab] of this head."""
+        return lm_head(norm(self(hidden)))
