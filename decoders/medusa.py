@@ -9,16 +9,20 @@ picks after it (the bonus), so the output is exactly greedy decoding's.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from harness.core.decoding import DECODERS, Decoder, Generation, TokenSink, greedy
 from harness.core.errors import HarnessError
+from harness.core.heads import heads_file, load_heads, save_heads
 from harness.core.kv_cache import LayeredKVCache
 from harness.core.model_runner import ModelRunner
-from harness.core.tree import CandidateTree, parse_tree
+from harness.core.self_distillation import collect_hidden_states, greedy_continuations
+from harness.core.tree import parse_tree
 
 # Small trees for a CPU, where each extra node costs real time; paths are top-k indices per position.
 TREES: dict[str, list[tuple[int, ...]]] = {
@@ -43,8 +47,13 @@ class MedusaHeads(torch.nn.Module):
     def forward(self, hidden: torch.Tensor, n_heads: int | None = None) -> torch.Tensor:
         """The first `n_heads` heads (all by default) on hidden states [..., d]."""
         weight, bias = self.weight[:n_heads], self.bias[:n_heads]
-        h = hidden.unsqueeze(-2)
-        return h + F.silu(torch.einsum("...d,ked->...ke", hidden, weight) + bias)
+        return hidden.unsqueeze(-2) + F.silu(torch.einsum("...d,ked->...ke", hidden, weight) + bias)
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor]) -> "MedusaHeads":
+        heads = cls(*tensors["weight"].shape[:2])
+        heads.load_state_dict(tensors)
+        return heads
 
 
 @DECODERS.register("medusa")
@@ -56,7 +65,9 @@ class Medusa(Decoder):
                  heads: MedusaHeads | None = None, **settings: Any) -> None:
         super().__init__(runner, task, tree=tree, **settings)
         if heads is None:
-            raise HarnessError("medusa needs trained heads: pass heads= or build the decoder for a task")
+            if task is None:
+                raise HarnessError("medusa loads heads trained for a task: build it with a task name")
+            heads = MedusaHeads.from_tensors(load_heads(heads_file(runner.name, "medusa", task))[0])
         self.heads = heads.to(device=runner.device, dtype=runner.dtype).eval()
         self.tree = parse_tree(tree, TREES, chain_depth=self.heads.n_heads)
         if self.tree.depth > self.heads.n_heads:
@@ -121,3 +132,45 @@ class Medusa(Decoder):
                                     for i in range(depth)],
             "tree_size": self.tree.size,
         }
+
+    @classmethod
+    def train_heads(cls, runner: ModelRunner, task_name: str, prompt_ids_list: list[list[int]], n_heads: int = 3,
+                    steps: int = 300, batch_size: int = 64, lr: float = 1e-3, max_new_tokens: int = 128,
+                    seed: int = 0) -> Path:
+        """Self-distillation: the heads learn the model's own greedy continuations of the training prompts.
+
+        At the hidden state that predicts continuation token j, head i is taught token j + i + 1. The model (norm,
+        lm head included) stays frozen; only the residual blocks learn. Returns the saved heads file.
+        """
+        n_heads, steps, batch_size, max_new_tokens = int(n_heads), int(steps), int(batch_size), int(max_new_tokens)
+        continuations = greedy_continuations(runner, prompt_ids_list, max_new_tokens)
+        sequences = [list(p) + c for p, c in zip(prompt_ids_list, continuations)]
+        hidden = collect_hidden_states(runner, sequences, [len(p) for p in prompt_ids_list], [runner.n_layers])
+        hidden = hidden[runner.n_layers].to(runner.dtype).clone()  # out of inference mode, for autograd
+        targets = torch.cat([_shifted_targets(c, n_heads) for c in continuations]).to(runner.device)
+        heads = MedusaHeads(n_heads, runner.hidden_size).to(device=runner.device, dtype=runner.dtype)
+        runner.model.requires_grad_(False)
+        optimizer = torch.optim.AdamW(heads.parameters(), lr=float(lr), weight_decay=0.0)
+        generator = torch.Generator().manual_seed(int(seed))
+        losses = []
+        for _ in tqdm(range(steps), desc="medusa heads", unit="step"):
+            rows = torch.randint(len(hidden), (batch_size,), generator=generator).to(runner.device)
+            logits = runner.lm_head(runner.final_norm(heads(hidden[rows]))).float()
+            loss = F.cross_entropy(logits.flatten(0, 1), targets[rows].flatten(), ignore_index=-100)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        metadata = {"model": runner.name, "kind": "medusa", "task": task_name, "n_heads": n_heads,
+                    "prompts": len(prompt_ids_list), "positions": len(hidden), "max_new_tokens": max_new_tokens,
+                    "steps": steps, "batch_size": batch_size, "lr": float(lr), "seed": int(seed),
+                    "final_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None}
+        return save_heads(heads_file(runner.name, "medusa", task_name),
+                          heads.state_dict(), metadata)
+
+
+def _shifted_targets(continuation: list[int], n_heads: int) -> torch.Tensor:
+    """[len, n_heads]: row j, column i holds continuation[j + i + 1] (-100, ignored, past the end)."""
+    n = len(continuation)
+    return torch.tensor([[continuation[j + i + 1] if j + i + 1 < n else -100 for i in range(n_heads)]
+                         for j in range(n)], dtype=torch.long)
