@@ -98,10 +98,11 @@ def per_decoder_histograms(rows: pd.DataFrame, stat: str, xlabel: str, title: st
     fig, axes = plt.subplots(1, len(decoders), figsize=(5.0 * len(decoders), 3.6), squeeze=False)
     for ax, decoder in zip(axes[0], decoders):
         part = values[values["decoder"] == decoder]
-        for task, group in part.groupby("task"):
-            pooled = [v for vs in group["values"] for v in vs]
-            bins = [b - 0.5 for b in range(int(min(pooled)), int(max(pooled)) + 2)]
-            ax.hist(pooled, bins=bins, alpha=0.6, label=f"{task} ({len(pooled)})")
+        tasks = sorted(part["task"].unique())
+        pooled = [[v for vs in part.loc[part["task"] == t, "values"] for v in vs] for t in tasks]
+        low, high = int(min(map(min, pooled))), int(max(map(max, pooled)))
+        labels = [f"{task} ({len(p)})" for task, p in zip(tasks, pooled)]
+        ax.hist(pooled, bins=[b - 0.5 for b in range(low, high + 2)], label=labels)
         ax.set_title(decoder)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("count")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def meta_lines(meta: dict) -> list[str]:
 
 
 def figure_file(title: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in title.lower()).strip("-") + ".png"
+    return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-") + ".png"
 
 
 def markdown(run: Run, tables: dict[str, pd.DataFrame], figures: list[Path]) -> str:
@@ -53,7 +54,8 @@ def html_page(run: Run, tables: dict[str, pd.DataFrame], figures: dict[str, byte
     body = [f"<h1>Benchmark report: {html.escape(run.path.name)}</h1>",
             "<pre>" + html.escape("\n".join(meta_lines(run.meta))) + "</pre>"]
     for task, table in tables.items():
-        body += [f"<h2>{html.escape(task)}</h2>", table.reset_index().to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")]
+        cells = table.reset_index().to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")
+        body += [f"<h2>{html.escape(task)}</h2>", cells]
     body.append("<h2>Figures</h2>")
     for title, png in figures.items():
         data = base64.b64encode(png).decode("ascii")
