@@ -4,7 +4,8 @@
     python -m pytest benchmarks --benchmark-compare --benchmark-compare-fail=median:10%
 
 Each round generates from every prompt. A decoder whose output differs from vanilla's fails: a fast wrong decoder is
-not a result. A decoder that needs trained heads which are not on this machine is skipped with the command to train them.
+not a result. A decoder that needs trained heads which are not on this machine is skipped, naming the command
+that trains them.
 """
 import pytest
 from conftest import TASK

@@ -74,8 +74,8 @@ def group_summary(group: pd.DataFrame, quality: list[str], stats: list[str]) -> 
     tps = column(done, "tokens_per_s")
     errors = int(group["error"].notna().sum()) if "error" in group else 0
     out = {"samples": len(group), "errors": errors, "tok/s median": tps.median(),
-           "tok/s IQR": tps.quantile(0.75) - tps.quantile(0.25), "TTFT median ms": column(done, "ttft_s").median() * 1e3,
-           "parity rate": column(group, "parity.match").mean()}
+           "tok/s IQR": tps.quantile(0.75) - tps.quantile(0.25),
+           "TTFT median ms": column(done, "ttft_s").median() * 1e3, "parity rate": column(group, "parity.match").mean()}
     out.update({m: column(done, f"quality.{m}").mean() for m in quality})
     drafted, accepted = column(done, "stats.drafted").sum(min_count=1), column(done, "stats.accepted").sum(min_count=1)
     out["acceptance (pooled)"] = accepted / drafted if drafted else float("nan")
