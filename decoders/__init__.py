@@ -1,2 +1,2 @@
 """Decoder plugins. Importing this package registers every decoder in `harness.core.decoding.DECODERS`."""
-from decoders import vanilla  # noqa: F401
+from decoders import hf_generate, vanilla  # noqa: F401
