@@ -42,8 +42,9 @@ def speedup_summary(pairs: pd.DataFrame) -> pd.DataFrame:
     """Per (task, decoder): median, quartiles and ratio of totals of the paired speedups."""
     def one(group: pd.DataFrame) -> pd.Series:
         ratio = group["speedup"]
-        totals = (group["new_tokens"].sum(min_count=1) / group["total_s"].sum(min_count=1)) / (
-            group["new_tokens_ref"].sum(min_count=1) / group["total_s_ref"].sum(min_count=1))
+        timed = group.dropna(subset=["new_tokens", "total_s", "new_tokens_ref", "total_s_ref"]).sum(numeric_only=True)
+        totals = ((timed["new_tokens"] / timed["total_s"]) / (timed["new_tokens_ref"] / timed["total_s_ref"])
+                  if timed["total_s"] > 0 else float("nan"))
         return pd.Series({SPEEDUP_MEDIAN: ratio.median(), "speedup q25": ratio.quantile(0.25),
                           "speedup q75": ratio.quantile(0.75), SPEEDUP_TOTALS: totals, "paired samples": len(group)})
 
