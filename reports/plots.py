@@ -47,7 +47,8 @@ def speedup_bars(rows: pd.DataFrame) -> bytes | None:
         median = part[SPEEDUP_MEDIAN]
         spread = [median - part["speedup q25"], part["speedup q75"] - median]
         ax.bar(x, median, width, yerr=spread, capsize=4, label=f"{decoder} (median, IQR)")
-        ax.plot(x, part[SPEEDUP_TOTALS], "kD", markersize=5, label="ratio of totals" if d == 0 else None)
+        if part[SPEEDUP_TOTALS].notna().any():
+            ax.plot(x, part[SPEEDUP_TOTALS], "kD", markersize=5, label=f"{decoder} (ratio of totals)")
     ax.axhline(1.0, color="grey", linewidth=1, linestyle="--")
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylabel("tokens/s over vanilla")

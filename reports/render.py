@@ -45,7 +45,7 @@ def figure_file(title: str) -> str:
 def markdown(run: Run, tables: dict[str, pd.DataFrame], figures: list[Path]) -> str:
     parts = [f"# Benchmark report: {run.path.name}", "", *[f"- {line}" for line in meta_lines(run.meta)], ""]
     for task, table in tables.items():
-        parts += [f"## {task}", "", table.to_markdown(floatfmt=".4g", missingval=""), ""]
+        parts += [f"## {task}", "", table.astype(object).where(table.notna(), None).to_markdown(floatfmt=".4g", missingval=""), ""]
     parts += [f"![{f.stem}](figures/{f.name})" for f in figures]
     return "\n".join(parts) + "\n"
 
