@@ -67,10 +67,12 @@ def report(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="run.py report", description="Tables and plots of a run folder.")
     p.add_argument("run_dir", help="a run folder (meta.json + results.jsonl)")
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
+    p.add_argument("--sweep-runs", nargs="+", default=(), metavar="RUN_DIR",
+                   help="more run folders made with other values of gamma, for the trade-off curve")
     args = p.parse_args(argv)
     from reports.render import write_report
 
-    written = write_report(args.run_dir, args.out)
+    written = write_report(args.run_dir, args.out, tuple(args.sweep_runs))
     print(written.markdown.read_text(encoding="utf-8"))
     print(f"report: {written.html} (HTML), {written.markdown}, {written.csv}, {len(written.figures)} figures")
     return 0

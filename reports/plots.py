@@ -15,6 +15,7 @@ from reports.aggregate import SPEEDUP_MEDIAN, SPEEDUP_TOTALS, finished, paired_s
 from reports.run_files import column, decoder_order, list_column  # noqa: E402
 
 MIB = 2 ** 20
+SWEEP_KEY = "gamma"  # AdaDecode's exit confidence threshold
 
 
 def to_png(fig: plt.Figure) -> bytes:
@@ -140,37 +141,42 @@ def memory_over_time(rows: pd.DataFrame) -> bytes | None:
     return to_png(fig)
 
 
-def gamma_sweeps(folder: Path) -> dict[str, bytes]:
-    """γ trade-off curves from the sweep CSVs in a run folder (any CSV with a `gamma` column): every other numeric
-    column against γ, one line per task/decoder when the CSV has those columns."""
-    figures = {}
-    for path in sorted(folder.glob("*.csv")):
-        sweep = pd.read_csv(path)
-        if "gamma" not in sweep:
-            continue
-        groups = [c for c in ("task", "decoder") if c in sweep]
-        metrics = [c for c in sweep.select_dtypes("number").columns if c != "gamma"]
-        if not metrics:
-            continue
-        fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 3.4), squeeze=False)
-        for ax, metric in zip(axes[0], metrics):
-            for key, group in (sweep.groupby(groups) if groups else [("", sweep)]):
-                label = "/".join(key) if isinstance(key, tuple) else str(key)
-                group = group.sort_values("gamma")
-                ax.plot(group["gamma"], group[metric], "o-", label=label or None)
-            ax.set_xlabel("γ (exit confidence threshold)")
-            ax.set_title(metric)
-            if groups:
-                ax.legend(fontsize=7)
-        fig.suptitle(f"γ trade-off ({path.name})")
-        figures[f"gamma sweep: {path.stem}"] = to_png(fig)
+def sweep_plot(sweep: pd.DataFrame, title: str) -> bytes | None:
+    """Every numeric column of a sweep table against γ, one line per task/decoder when it has those columns;
+    None without at least two values of γ."""
+    groups = [c for c in ("task", "decoder") if c in sweep]
+    metrics = [c for c in sweep.select_dtypes("number").columns if c != SWEEP_KEY and sweep[c].notna().any()]
+    if SWEEP_KEY not in sweep or sweep[SWEEP_KEY].nunique() < 2 or not metrics:
+        return None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for key, group in (sweep.groupby(groups) if groups else [("", sweep)]):
+            group = group.dropna(subset=[metric]).sort_values(SWEEP_KEY)
+            if group.empty:
+                continue
+            label = "/".join(key) if isinstance(key, tuple) else str(key)
+            ax.plot(group[SWEEP_KEY], group[metric], "o-", label=label or None)
+        ax.set_xlabel("γ (exit confidence threshold)")
+        ax.set_title(metric)
+        if groups:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return to_png(fig)
+
+
+def gamma_sweeps(folder: Path, across_runs: pd.DataFrame) -> dict[str, bytes | None]:
+    """γ trade-off curves: from each sweep CSV in the run folder (a CSV with a `gamma` column), and from the
+    summaries of several runs made with different γ."""
+    figures = {f"gamma sweep: {path.stem}": sweep_plot(sweep, f"γ trade-off ({path.name})")
+               for path, sweep in ((p, pd.read_csv(p)) for p in sorted(folder.glob("*.csv")))}
+    figures["gamma sweep across runs"] = sweep_plot(across_runs, "γ trade-off across runs")
     return figures
 
 
-def all_figures(rows: pd.DataFrame, folder: Path) -> dict[str, bytes]:
+def all_figures(rows: pd.DataFrame, folder: Path, across_runs: pd.DataFrame) -> dict[str, bytes]:
     """Every figure the run has data for, by title, in report order."""
     figures = {"Speedup over vanilla": speedup_bars(rows), "Tokens/s distributions": tokens_per_s(rows),
                "Per-token latency": per_token_latency(rows), "Exit layers": exit_layers(rows),
                "Acceptance lengths": acceptance_lengths(rows), "Memory over time": memory_over_time(rows)}
-    figures.update(gamma_sweeps(folder))
+    figures.update(gamma_sweeps(folder, across_runs))
     return {title: png for title, png in figures.items() if png is not None}

@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from reports.aggregate import summarize
-from reports.plots import all_figures
+from reports.plots import SWEEP_KEY, all_figures
 from reports.run_files import Run, load_run
+from reports.sweeps import settings_sweep
 
 META_KEYS = ("model", "dtype", "device", "device_name", "torch", "transformers", "git_commit", "split", "limit",
              "tasks", "command")
@@ -32,6 +33,12 @@ def task_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
             for task in table.index.unique("task")}
 
 
+def flat(table: pd.DataFrame) -> pd.DataFrame:
+    """The index as leading columns, and None (an empty cell) where nothing was measured."""
+    table = table.reset_index()
+    return table.astype(object).where(table.notna(), None)
+
+
 def meta_lines(meta: dict) -> list[str]:
     """The run's environment, as `key: value` lines (the keys the runner wrote, known ones first)."""
     keys = [k for k in META_KEYS if k in meta] + [k for k in meta if k not in META_KEYS]
@@ -45,7 +52,7 @@ def figure_file(title: str) -> str:
 def markdown(run: Run, tables: dict[str, pd.DataFrame], figures: list[Path]) -> str:
     parts = [f"# Benchmark report: {run.path.name}", "", *[f"- {line}" for line in meta_lines(run.meta)], ""]
     for task, table in tables.items():
-        parts += [f"## {task}", "", table.astype(object).where(table.notna(), None).to_markdown(floatfmt=".4g", missingval=""), ""]
+        parts += [f"## {task}", "", flat(table).to_markdown(index=False, floatfmt=".4g", missingval=""), ""]
     parts += [f"![{f.stem}](figures/{f.name})" for f in figures]
     return "\n".join(parts) + "\n"
 
@@ -54,7 +61,7 @@ def html_page(run: Run, tables: dict[str, pd.DataFrame], figures: dict[str, byte
     body = [f"<h1>Benchmark report: {html.escape(run.path.name)}</h1>",
             "<pre>" + html.escape("\n".join(meta_lines(run.meta))) + "</pre>"]
     for task, table in tables.items():
-        cells = table.reset_index().to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")
+        cells = flat(table).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")
         body += [f"<h2>{html.escape(task)}</h2>", cells]
     body.append("<h2>Figures</h2>")
     for title, png in figures.items():
@@ -67,14 +74,18 @@ def html_page(run: Run, tables: dict[str, pd.DataFrame], figures: dict[str, byte
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(run_dir: str | Path, out_dir: str | Path | None = None) -> Report:
-    """Builds the report of a run folder into `out_dir` (default: `<run>/report`)."""
+def write_report(run_dir: str | Path, out_dir: str | Path | None = None, sweep_runs: tuple = ()) -> Report:
+    """Builds the report of a run folder into `out_dir` (default: `<run>/report`); `sweep_runs` are more run
+    folders made with other values of γ, for the trade-off curve."""
     run = load_run(run_dir)
+    across_runs = settings_sweep([run, *map(load_run, sweep_runs)], SWEEP_KEY)
     out = Path(out_dir) if out_dir else run.path / "report"
     (out / "figures").mkdir(parents=True, exist_ok=True)
     table = summarize(run.rows)
     tables = task_tables(table)
-    figures = all_figures(run.rows, run.path)
+    if len(across_runs) and across_runs[SWEEP_KEY].nunique() > 1:
+        tables["γ across runs"] = across_runs.set_index(["run", "task", "decoder"])
+    figures = all_figures(run.rows, run.path, across_runs)
     figure_paths = []
     for title, png in figures.items():
         path = out / "figures" / figure_file(title)

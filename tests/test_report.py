@@ -32,18 +32,18 @@ class PageElements(HTMLParser):
             self.images.append(dict(attrs)["src"])
 
 
-def rich_run(folder: Path) -> Path:
+def rich_run(folder: Path, gamma: float = 0.75, ada_s: float = 1.4) -> Path:
     """Vanilla and two decoders on two tasks, with every optional field some decoder reports."""
     rows = []
     for task, quality in (("xsum", "rougeL"), ("humaneval", "pass@1")):
         for i in range(4):
             nvml = {"nvml_samples": [[0.0, 1e9, 10], [0.1, 1.2e9 + i * 1e7, 80]], "nvml_peak_bytes": 1.2e9}
             rows.append(result_row("vanilla", task, i, 20 + i, 2.0 + i * 0.1, quality={quality: 0.5}, memory=nvml))
-            rows.append(result_row("adadecode", task, i, 20 + i, 1.4, quality={quality: 0.5}, memory=nvml,
+            rows.append(result_row("adadecode", task, i, 20 + i, ada_s, quality={quality: 0.5}, memory=nvml,
                                    stats={"steps": 12, "exit_layers": [12, 20, 30, 30, 12]}))
             rows.append(result_row("medusa", task, i, 20 + i, 1.2 + i * 0.2, quality={quality: 0.5},
                                    stats={"drafted": 30, "accepted": 12, "acceptance_lengths": [1, 2, 3, 2]}))
-    write_run(folder, rows, {"model": "smollm2", "dtype": "float32", "decoders": {"adadecode": {"gamma": 0.75}}})
+    write_run(folder, rows, {"model": "smollm2", "dtype": "float32", "decoder_settings": {"adadecode": {"gamma": gamma}}})
     pd.DataFrame({"task": ["xsum"] * 3, "decoder": ["adadecode"] * 3, "gamma": [0.5, 0.75, 0.95],
                   "speedup": [1.4, 1.3, 1.1], "parity_rate": [1.0, 1.0, 1.0]}).to_csv(folder / "gamma_sweep.csv",
                                                                                     index=False)
@@ -74,6 +74,15 @@ def test_figures_without_data_are_left_out(tmp_path):
     assert {f.name for f in report.figures} == {"speedup-over-vanilla.png", "tokens-s-distributions.png",
                                                 "per-token-latency.png"}
     assert "exit layer" not in report.markdown.read_text() and "NVML" not in report.markdown.read_text()
+
+
+def test_gamma_curve_across_runs_made_with_different_gamma(tmp_path):
+    sweep = [rich_run(tmp_path / f"g{g}", gamma=g, ada_s=s) for g, s in ((0.5, 1.2), (0.95, 1.8))]
+    report = write_report(rich_run(tmp_path / "run"), sweep_runs=tuple(sweep))
+    assert "gamma-sweep-across-runs.png" in {f.name for f in report.figures}
+    markdown = report.markdown.read_text()
+    assert "## γ across runs" in markdown and "| g0.95 " in markdown and "| g0.5 " in markdown
+    assert "gamma-sweep-across-runs" not in {f.stem for f in write_report(tmp_path / "g0.5").figures}
 
 
 def test_report_command_prints_markdown_and_names_a_missing_run(tmp_path):
