@@ -33,10 +33,18 @@ def task_tables(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
             for task in table.index.unique("task")}
 
 
+def cell(value) -> str:
+    """4 significant digits, without an exponent below a million; empty where nothing was measured."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if pd.isna(value):
+        return ""
+    return f"{value:.0f}" if 1e3 <= abs(value) < 1e6 else f"{value:.4g}"
+
+
 def flat(table: pd.DataFrame) -> pd.DataFrame:
-    """The index as leading columns, and None (an empty cell) where nothing was measured."""
-    table = table.reset_index()
-    return table.astype(object).where(table.notna(), None)
+    """The index as leading columns, every value as its cell text."""
+    return table.reset_index().map(cell)
 
 
 def meta_lines(meta: dict) -> list[str]:
@@ -52,7 +60,9 @@ def figure_file(title: str) -> str:
 def markdown(run: Run, tables: dict[str, pd.DataFrame], figures: list[Path]) -> str:
     parts = [f"# Benchmark report: {run.path.name}", "", *[f"- {line}" for line in meta_lines(run.meta)], ""]
     for task, table in tables.items():
-        parts += [f"## {task}", "", flat(table).to_markdown(index=False, floatfmt=".4g", missingval=""), ""]
+        cells = flat(table)
+        align = ["left" if c in table.index.names else "right" for c in cells.columns]
+        parts += [f"## {task}", "", cells.to_markdown(index=False, disable_numparse=True, colalign=align), ""]
     parts += [f"![{f.stem}](figures/{f.name})" for f in figures]
     return "\n".join(parts) + "\n"
 
@@ -61,7 +71,7 @@ def html_page(run: Run, tables: dict[str, pd.DataFrame], figures: dict[str, byte
     body = [f"<h1>Benchmark report: {html.escape(run.path.name)}</h1>",
             "<pre>" + html.escape("\n".join(meta_lines(run.meta))) + "</pre>"]
     for task, table in tables.items():
-        cells = flat(table).to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="")
+        cells = flat(table).to_html(index=False)
         body += [f"<h2>{html.escape(task)}</h2>", cells]
     body.append("<h2>Figures</h2>")
     for title, png in figures.items():
