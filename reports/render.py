@@ -79,7 +79,7 @@ def html_page(run: Run, tables: dict[str, pd.DataFrame], figures: dict[str, byte
         body.append(f'<figure><img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
                     f"<figcaption>{html.escape(title)}</figcaption></figure>")
     style = ("body{font-family:sans-serif;margin:2em;max-width:1250px} table{border-collapse:collapse;font-size:13px}"
-             "th,td{border:1px solid #ccc;padding:3px 6px;text-align:right} img{max-width:100%}")
+             "th,td{border:1px solid #ccc;padding:3px 6px;text-align:right} img{max-width:100%} pre{white-space:pre-wrap}")
     return (f"<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>{html.escape(run.path.name)}</title>"
             f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
