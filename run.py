@@ -149,7 +149,42 @@ def train_heads(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"bench": bench, "train-heads": train_heads}
+def report(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="run.py report", description="Tables and plots of a run folder.")
+    p.add_argument("run_dir", help="a run folder (meta.json + results.jsonl)")
+    p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
+    p.add_argument("--sweep-runs", nargs="+", default=(), metavar="RUN_DIR",
+                   help="more run folders made with other values of gamma, for the trade-off curve")
+    args = p.parse_args(argv)
+    from reports.render import write_report
+
+    written = write_report(args.run_dir, args.out, tuple(args.sweep_runs))
+    print(written.markdown.read_text(encoding="utf-8"))
+    print(f"report: {written.html} (HTML), {written.markdown}, {written.csv}, {len(written.figures)} figures")
+    return 0
+
+
+def compare(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="run.py compare",
+                                description="Fail (exit 1) when a candidate run regresses against a baseline run.")
+    p.add_argument("baseline", help="baseline run folder")
+    p.add_argument("candidate", help="candidate run folder")
+    p.add_argument("--max-slowdown", default="5%", help="largest allowed loss of tokens/s or speedup (5%% or 0.05)")
+    p.add_argument("--min-parity", type=float, default=1.0, help="lowest allowed parity rate of a decoder")
+    p.add_argument("--max-quality-drop", type=float, default=0.02, help="largest allowed drop of a quality mean")
+    args = p.parse_args(argv)
+    from reports.compare import Thresholds, find_regressions, parse_fraction
+    from reports.run_files import load_run
+
+    limits = Thresholds(parse_fraction(args.max_slowdown), args.min_parity, args.max_quality_drop)
+    regressions = find_regressions(load_run(args.baseline), load_run(args.candidate), limits)
+    for regression in regressions:
+        print(regression)
+    print(f"{len(regressions)} regression(s)" if regressions else "no regression")
+    return 1 if regressions else 0
+
+
+COMMANDS = {"bench": bench, "train-heads": train_heads, "report": report, "compare": compare}
 
 
 def main(argv: list[str] | None = None) -> int:

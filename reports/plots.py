@@ -1,0 +1,182 @@
+"""The report's figures as PNG bytes. Each function returns None when the run holds no data for its figure:
+a missing figure is skipped, never drawn from invented numbers."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from reports.aggregate import SPEEDUP_MEDIAN, SPEEDUP_TOTALS, finished, paired_speedups, speedup_summary  # noqa: E402
+from reports.run_files import column, decoder_order, list_column  # noqa: E402
+
+MIB = 2 ** 20
+SWEEP_KEY = "gamma"  # AdaDecode's exit confidence threshold
+
+
+def to_png(fig: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def per_task_axes(tasks: list[str], width: float = 4.5, height: float = 3.6) -> tuple[plt.Figure, list[plt.Axes]]:
+    fig, axes = plt.subplots(1, len(tasks), figsize=(width * len(tasks), height), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        ax.set_title(task)
+    return fig, list(axes[0])
+
+
+def speedup_bars(rows: pd.DataFrame) -> bytes | None:
+    """Median per-sample speedup per task and decoder, whiskers at the quartiles, dots at the ratio of totals."""
+    summary = speedup_summary(paired_speedups(rows))
+    if summary.empty:
+        return None
+    tasks = sorted(summary.index.get_level_values("task").unique())
+    decoders = sorted(summary.index.get_level_values("decoder").unique())
+    fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(tasks) * len(decoders)), 4))
+    width = 0.8 / len(decoders)
+    for d, decoder in enumerate(decoders):
+        part = summary.xs(decoder, level="decoder").reindex(tasks)
+        x = [t + (d - (len(decoders) - 1) / 2) * width for t in range(len(tasks))]
+        median = part[SPEEDUP_MEDIAN]
+        spread = [median - part["speedup q25"], part["speedup q75"] - median]
+        ax.bar(x, median, width, yerr=spread, capsize=4, label=f"{decoder} (median, IQR)")
+        if part[SPEEDUP_TOTALS].notna().any():
+            ax.plot(x, part[SPEEDUP_TOTALS], "kD", markersize=5, label=f"{decoder} (ratio of totals)")
+    ax.axhline(1.0, color="grey", linewidth=1, linestyle="--")
+    ax.set_xticks(range(len(tasks)), tasks)
+    ax.set_ylabel("tokens/s over vanilla")
+    ax.set_title("Speedup over vanilla greedy")
+    ax.legend(fontsize=8)
+    return to_png(fig)
+
+
+def per_task_boxes(rows: pd.DataFrame, values: pd.Series, ylabel: str, title: str) -> bytes | None:
+    """Box plot with the samples overlaid, one panel per task, one box per decoder."""
+    data = rows.assign(value=values).dropna(subset=["value"])
+    if data.empty:
+        return None
+    tasks = sorted(data["task"].unique())
+    fig, axes = per_task_axes(tasks)
+    for ax, task in zip(axes, tasks):
+        part = data[data["task"] == task]
+        decoders = decoder_order(part["decoder"])
+        samples = [part.loc[part["decoder"] == d, "value"] for d in decoders]
+        ax.boxplot(samples, tick_labels=decoders)
+        for i, s in enumerate(samples, 1):
+            ax.plot([i] * len(s), s, "o", alpha=0.5, markersize=4)
+        ax.set_ylabel(ylabel)
+    fig.suptitle(title)
+    return to_png(fig)
+
+
+def tokens_per_s(rows: pd.DataFrame) -> bytes | None:
+    done = finished(rows)
+    return per_task_boxes(done, column(done, "tokens_per_s"), "tokens/s", "Tokens/s per sample")
+
+
+def per_token_latency(rows: pd.DataFrame) -> bytes | None:
+    """Decode time per token after the first (the first token's time is the TTFT)."""
+    done = finished(rows)
+    after_first = column(done, "new_tokens") - 1
+    latency = column(done, "decode_s") / after_first.where(after_first > 0) * 1e3
+    return per_task_boxes(done, latency, "ms per token", "Per-token decode latency (after the first token)")
+
+
+def per_decoder_histograms(rows: pd.DataFrame, stat: str, xlabel: str, title: str) -> bytes | None:
+    """One panel per decoder that reports the list statistic `stat`, one histogram per task, integer bins."""
+    values = rows.assign(values=list_column(rows, f"stats.{stat}"))
+    values = values[values["values"].map(len) > 0]
+    if values.empty:
+        return None
+    decoders = decoder_order(values["decoder"])
+    fig, axes = plt.subplots(1, len(decoders), figsize=(5.0 * len(decoders), 3.6), squeeze=False)
+    for ax, decoder in zip(axes[0], decoders):
+        part = values[values["decoder"] == decoder]
+        tasks = sorted(part["task"].unique())
+        pooled = [[v for vs in part.loc[part["task"] == t, "values"] for v in vs] for t in tasks]
+        low, high = int(min(map(min, pooled))), int(max(map(max, pooled)))
+        labels = [f"{task} ({len(p)})" for task, p in zip(tasks, pooled)]
+        ax.hist(pooled, bins=[b - 0.5 for b in range(low, high + 2)], label=labels)
+        ax.set_title(decoder)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("count")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    return to_png(fig)
+
+
+def exit_layers(rows: pd.DataFrame) -> bytes | None:
+    return per_decoder_histograms(rows, "exit_layers", "layer the token was emitted at", "Exit layers per token")
+
+
+def acceptance_lengths(rows: pd.DataFrame) -> bytes | None:
+    return per_decoder_histograms(rows, "acceptance_lengths", "tokens accepted per verification (bonus included)",
+                                  "Acceptance lengths")
+
+
+def memory_over_time(rows: pd.DataFrame) -> bytes | None:
+    """Device memory used during each generation, from the NVML samples; one panel per decoder."""
+    samples = rows.assign(samples=list_column(rows, "memory.nvml_samples"))
+    samples = samples[samples["samples"].map(len) > 0]
+    if samples.empty:
+        return None
+    decoders = decoder_order(samples["decoder"])
+    fig, axes = plt.subplots(1, len(decoders), figsize=(5.0 * len(decoders), 3.6), squeeze=False, sharey=True)
+    for ax, decoder in zip(axes[0], decoders):
+        for _, row in samples[samples["decoder"] == decoder].iterrows():
+            t, used = zip(*[(s[0], s[1] / MIB) for s in row["samples"]])
+            ax.plot(t, used, linewidth=1, alpha=0.7)
+        ax.set_title(decoder)
+        ax.set_xlabel("seconds into the generation")
+        ax.set_ylabel("device memory used, MiB")
+    fig.suptitle("Device memory over time (NVML), one line per sample")
+    return to_png(fig)
+
+
+def sweep_plot(sweep: pd.DataFrame, title: str) -> bytes | None:
+    """Every numeric column of a sweep table against γ, one line per task/decoder when it has those columns;
+    None without at least two values of γ."""
+    groups = [c for c in ("task", "decoder") if c in sweep]
+    metrics = [c for c in sweep.select_dtypes("number").columns if c != SWEEP_KEY and sweep[c].notna().any()]
+    if SWEEP_KEY not in sweep or sweep[SWEEP_KEY].nunique() < 2 or not metrics:
+        return None
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 3.4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for key, group in (sweep.groupby(groups) if groups else [("", sweep)]):
+            group = group.dropna(subset=[metric]).sort_values(SWEEP_KEY)
+            if group.empty:
+                continue
+            label = "/".join(key) if isinstance(key, tuple) else str(key)
+            ax.plot(group[SWEEP_KEY], group[metric], "o-", label=label or None)
+        ax.set_xlabel("γ (exit confidence threshold)")
+        ax.set_title(metric)
+        if groups:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    return to_png(fig)
+
+
+def gamma_sweeps(folder: Path, across_runs: pd.DataFrame) -> dict[str, bytes | None]:
+    """γ trade-off curves: from each sweep CSV in the run folder (a CSV with a `gamma` column), and from the
+    summaries of several runs made with different γ."""
+    figures = {f"gamma sweep: {path.stem}": sweep_plot(sweep, f"γ trade-off ({path.name})")
+               for path, sweep in ((p, pd.read_csv(p)) for p in sorted(folder.glob("*.csv")))}
+    figures["gamma sweep across runs"] = sweep_plot(across_runs, "γ trade-off across runs")
+    return figures
+
+
+def all_figures(rows: pd.DataFrame, folder: Path, across_runs: pd.DataFrame) -> dict[str, bytes]:
+    """Every figure the run has data for, by title, in report order."""
+    figures = {"Speedup over vanilla": speedup_bars(rows), "Tokens/s distributions": tokens_per_s(rows),
+               "Per-token latency": per_token_latency(rows), "Exit layers": exit_layers(rows),
+               "Acceptance lengths": acceptance_lengths(rows), "Memory over time": memory_over_time(rows)}
+    figures.update(gamma_sweeps(folder, across_runs))
+    return {title: png for title, png in figures.items() if png is not None}

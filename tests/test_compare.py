@@ -1,0 +1,93 @@
+"""The regression gate on planted regressions in hand-made runs."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from report_rows import result_row, write_run
+
+from reports.compare import Thresholds, find_regressions, parse_fraction
+from reports.run_files import load_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rows(slow_fast=1.0, slow_all=1.0, mismatch_at=None, rougeL=0.4):
+    """Two tasks, vanilla and a faster decoder; `slow_*` multiply the decoder's (or everyone's) time."""
+    out = []
+    for task in ("xsum", "humaneval"):
+        for i, (n, seconds) in enumerate([(10, 1.0), (30, 2.5), (20, 2.0)]):
+            out.append(result_row("vanilla", task, i, n, seconds * slow_all, quality={"rougeL": 0.4}))
+            out.append(result_row("fast", task, i, n, seconds / 1.5 * slow_fast * slow_all,
+                                  match=(task, i) != mismatch_at, quality={"rougeL": rougeL}))
+    return out
+
+
+def regressions(tmp_path, candidate_rows, limits=Thresholds()):
+    baseline = load_run(write_run(tmp_path / "base", rows()))
+    return find_regressions(baseline, load_run(write_run(tmp_path / "cand", candidate_rows)), limits)
+
+
+def compare_cli(*args):
+    return subprocess.run([sys.executable, "run.py", "compare", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_two_equal_runs_pass(tmp_path):
+    assert regressions(tmp_path, rows()) == []
+
+
+def test_planted_20_percent_slowdown_is_named(tmp_path):
+    found = regressions(tmp_path, rows(slow_fast=1.25))
+    assert {(r.decoder, r.task, r.metric) for r in found} == {
+        ("fast", task, metric) for task in ("xsum", "humaneval")
+        for metric in ("tok/s median", "speedup (median of ratios)")}
+    assert all(r.candidate == pytest.approx(r.baseline * 0.8) for r in found)
+
+
+def test_a_slowdown_within_the_limit_passes(tmp_path):
+    assert regressions(tmp_path, rows(slow_fast=1.04)) == []
+
+
+def test_a_slower_machine_fails_tokens_per_s_but_not_speedup(tmp_path):
+    found = regressions(tmp_path, rows(slow_all=1.25))
+    assert {r.metric for r in found} == {"tok/s median"}
+    assert {r.decoder for r in found} == {"vanilla", "fast"}
+
+
+def test_planted_parity_drop_is_named(tmp_path):
+    found = regressions(tmp_path, rows(mismatch_at=("humaneval", 1)))
+    assert [(r.decoder, r.task, r.metric) for r in found] == [("fast", "humaneval", "parity rate")]
+    assert (found[0].baseline, found[0].candidate) == pytest.approx((1.0, 2 / 3))
+
+
+def test_quality_drop_beyond_the_limit_is_named(tmp_path):
+    assert regressions(tmp_path, rows(rougeL=0.39)) == []
+    found = regressions(tmp_path, rows(rougeL=0.35))
+    assert {(r.decoder, r.metric) for r in found} == {("fast", "rougeL")}
+
+
+def test_missing_decoder_and_new_errors_are_regressions(tmp_path):
+    candidate = [r for r in rows() if not (r["decoder"] == "fast" and r["task"] == "xsum")]
+    candidate[0] = result_row("vanilla", "xsum", 0, 10, 1.0, error="OOM")
+    found = {(r.decoder, r.task, r.metric) for r in regressions(tmp_path, candidate)}
+    assert ("fast", "xsum", "samples") in found and ("vanilla", "xsum", "errors") in found
+
+
+def test_thresholds_parse_percent_and_fraction():
+    assert parse_fraction("5%") == pytest.approx(0.05) and parse_fraction("0.1") == pytest.approx(0.1)
+
+
+def test_cli_exit_codes_and_messages(tmp_path):
+    base = write_run(tmp_path / "base", rows())
+    same = write_run(tmp_path / "same", rows())
+    slow = write_run(tmp_path / "slow", rows(slow_fast=1.25, mismatch_at=("xsum", 0)))
+    ok = compare_cli(base, same, "--max-slowdown", "5%", "--min-parity", "1.0", "--max-quality-drop", "0.02")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    bad = compare_cli(base, slow, "--max-slowdown", "5%")
+    assert bad.returncode == 1
+    lines = [line for line in bad.stdout.splitlines() if line.startswith("REGRESSION")]
+    assert len(lines) == 5
+    assert "REGRESSION fast on xsum: parity rate baseline 1 -> candidate 0.6667" in bad.stdout
+    assert "REGRESSION fast on humaneval: tok/s median" in bad.stdout and "-20.0%" in bad.stdout
+    assert compare_cli(base, tmp_path / "nowhere").returncode == 2
