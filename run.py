@@ -3,11 +3,15 @@
 
     python run.py --decoders adadecode,vanilla --tasks xsum,humaneval --limit 20
     python run.py --list
+    python run.py lm-eval --data ../shared/data --model_args decoder=vanilla --tasks fastdecode_gsm8k --limit 5
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -184,7 +188,55 @@ def compare(argv: list[str]) -> int:
     return 1 if regressions else 0
 
 
-COMMANDS = {"bench": bench, "train-heads": train_heads, "report": report, "compare": compare}
+def lm_eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run.py lm-eval", allow_abbrev=False, add_help=False,
+                                description="lm-evaluation-harness with a fastdecode decoder as the model; every "
+                                            "other argument goes to lm-eval's own CLI (lm-eval run --help).")
+    p.add_argument("--model", "-M", default="fastdecode", help="lm-eval model (default: fastdecode, ours)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (device= in --model_args wins)")
+    p.add_argument("--data", default=os.environ.get("FASTDECODE_DATA"),
+                   help="folder with gsm8k/test.jsonl, xsum/test.jsonl: adds the local tasks fastdecode_gsm8k and "
+                        "fastdecode_xsum_choice (tag fastdecode_local) (default: $FASTDECODE_DATA)")
+    p.add_argument("--output_path", "-o", default=None,
+                   help="lm-eval's output path; fastdecode also writes fastdecode_requests_<time>.jsonl there")
+    return p
+
+
+def lm_eval(argv: list[str]) -> int:
+    args, rest = lm_eval_parser().parse_known_args(argv)
+    if "-h" in rest or "--help" in rest:
+        lm_eval_parser().print_help()
+    from harness import lm_eval_backend  # registers the "fastdecode" model with lm-eval
+    from harness.lm_eval_tasks import render_tasks
+    from lm_eval.__main__ import cli_evaluate
+
+    if rest[:1] in (["ls"], ["validate"]):
+        command, rest = rest[:1], rest[1:]
+    else:
+        command = ["run", "--model", args.model, "--device", args.device]
+        rest = rest[1:] if rest[:1] == ["run"] else rest
+    speed_log = None
+    if args.output_path:
+        rest += ["--output_path", args.output_path]
+        out = Path(args.output_path)
+        if args.model == "fastdecode":
+            speed_log = (out.parent if out.suffix == ".json" else out) / \
+                f"fastdecode_requests_{time.strftime('%Y%m%d-%H%M%S')}.jsonl"
+            rest += ["--model_args", f"speed_log={speed_log}"]
+    with tempfile.TemporaryDirectory(prefix="fastdecode-lm-eval-") as tasks_dir:
+        if args.data:
+            if "--include_path" in rest:
+                raise HarnessError("pass either --data (our local task templates) or --include_path, not both")
+            rest += ["--include_path", str(render_tasks(args.data, tasks_dir))]
+        sys.argv = ["lm-eval", *command, *rest]
+        cli_evaluate()
+    if speed_log is not None and speed_log.is_file():
+        rows = [json.loads(line) for line in speed_log.read_text(encoding="utf-8").splitlines()]
+        print(f"fastdecode: {lm_eval_backend.speed_summary(rows)}; per-request speed: {speed_log}")
+    return 0
+
+
+COMMANDS = {"bench": bench, "train-heads": train_heads, "report": report, "compare": compare, "lm-eval": lm_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,188 @@
+"""lm-evaluation-harness model backend: run any registered decoder inside lm-eval.
+
+    lm_eval.simple_evaluate(model=FastDecodeLM(decoder="vanilla"), tasks=[...])   # Python
+    python run.py lm-eval --model_args decoder=vanilla --tasks ...                 # CLI (registers "fastdecode")
+
+`generate_until` runs the chosen greedy decoder (built per lm-eval task) and records one speed row per request
+(the result-row fields of `results.jsonl`: tokens/s, time to first token, the decoder's stats and, with
+`parity=true`, token parity against vanilla) in `request_stats` and, when `speed_log` names a file, as JSON lines
+written as they are produced. `loglikelihood` and `loglikelihood_rolling` run a plain forward of the HF model.
+Requests run one at a time: the decoders are single-sequence.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs, postprocess_generated_text
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simple_parse_args_string
+from tqdm import tqdm
+
+import decoders  # noqa: F401  (registers the decoders)
+from harness.core.decoding import DECODERS, Decoder, StopCondition, accepted_prefix_length
+from harness.core.errors import HarnessError
+from harness.core.loading import load_runner
+from harness.core.model_runner import ModelRunner
+
+REFERENCE_DECODER = "vanilla"
+
+
+@register_model("fastdecode")
+class FastDecodeLM(TemplateLM):
+    def __init__(self, pretrained: str = "smollm2", decoder: str = REFERENCE_DECODER, dtype: str = "float32",
+                 device: str = "auto", parity: bool = False, speed_log: str | None = None, task: str | None = None,
+                 max_gen_toks: int = 256, batch_size: int | str = 1, max_batch_size: int | None = None,
+                 runner: ModelRunner | None = None, **decoder_settings: Any) -> None:
+        """`pretrained`/`dtype`/`device` go to `load_runner` unless a loaded `runner` is passed. `task` names the
+        harness task a decoder's trained heads belong to (default: each request's lm-eval task name); the remaining
+        keyword arguments (e.g. `heads=...`) are the decoder's settings. `batch_size` is accepted for lm-eval's
+        sake; requests run one at a time."""
+        super().__init__()
+        self.decoder_class = DECODERS.get(decoder)
+        self.runner = runner if runner is not None else load_runner(pretrained, dtype, device)
+        self.tokenizer = self.runner.tokenizer
+        self._device = self.runner.device
+        self.parity = parity
+        self.task = task
+        self.max_gen_toks = max_gen_toks
+        self.decoder_settings = decoder_settings
+        self.speed_log = Path(speed_log) if speed_log else None
+        self.request_stats: list[dict[str, Any]] = []
+        self._decoders: dict[tuple[str, str | None], Decoder] = {}
+
+    @classmethod
+    def create_from_arg_obj(cls, arg_dict: dict[str, Any], additional_config: dict[str, Any] | None = None):
+        """As lm-eval's, except that `model_args` win over the CLI's own settings (its `--device` defaults to
+        cuda:0 and would otherwise clash with `device=` in `model_args`)."""
+        extra = {k: v for k, v in (additional_config or {}).items() if v is not None and k not in arg_dict}
+        return cls(**arg_dict, **extra)
+
+    @classmethod
+    def create_from_arg_string(cls, arg_string: str, additional_config: dict[str, Any] | None = None):
+        return cls.create_from_arg_obj(simple_parse_args_string(arg_string), additional_config)
+
+    # --- tokenizer ---------------------------------------------------------------------------------------------
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def prefix_token_id(self) -> int:
+        bos = self.tokenizer.bos_token_id
+        return bos if bos is not None else self.eot_token_id
+
+    @property
+    def max_length(self) -> int:
+        return self.runner.config.max_position_embeddings
+
+    @property
+    def tokenizer_name(self) -> str:
+        return self.tokenizer.name_or_path.replace("/", "__")
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs) -> list[int]:
+        return self.tokenizer(string, add_special_tokens=bool(add_special_tokens))["input_ids"]
+
+    def apply_chat_template(self, chat_history: list[dict[str, str]], add_generation_prompt: bool = True) -> str:
+        return self.tokenizer.apply_chat_template(chat_history, tokenize=False,
+                                                  add_generation_prompt=add_generation_prompt,
+                                                  continue_final_message=not add_generation_prompt)
+
+    # --- scoring -----------------------------------------------------------------------------------------------
+    def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
+        results = []
+        for key, context_ids, continuation_ids in tqdm(requests, disable=disable_tqdm, desc="loglikelihood"):
+            ids = (context_ids + continuation_ids)[-(self.max_length + 1):]
+            with torch.inference_mode():
+                logits = self.runner.model(torch.tensor([ids[:-1]], device=self.device), use_cache=False).logits
+            logprobs = torch.log_softmax(logits[0, -len(continuation_ids):].float(), dim=-1)
+            target = torch.tensor(continuation_ids, device=logprobs.device)
+            result = (logprobs.gather(-1, target[:, None]).sum().item(), bool((logprobs.argmax(-1) == target).all()))
+            if key is not None:
+                self.cache_hook.add_partial("loglikelihood", key, result)
+            results.append(result)
+        return results
+
+    def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
+        results = []
+        for (text,) in tqdm([req.args for req in requests], disable=disable_tqdm, desc="loglikelihood_rolling"):
+            windows = [(None, *make_disjoint_window(w)) for w in get_rolling_token_windows(
+                self.tok_encode(text), self.prefix_token_id, self.max_length, context_len=1)]
+            total = sum(logprob for logprob, _ in self._loglikelihood_tokens(windows, disable_tqdm=True))
+            self.cache_hook.add_partial("loglikelihood_rolling", (text,), total)
+            results.append(total)
+        return results
+
+    # --- generation --------------------------------------------------------------------------------------------
+    def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
+        eos_text = self.tokenizer.decode([self.eot_token_id])
+        texts = []
+        for index, request in enumerate(tqdm(requests, disable=disable_tqdm, desc="generate_until")):
+            context, gen_kwargs = request.args
+            settings = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
+            if settings["do_sample"]:
+                raise HarnessError(f"fastdecode decoders are greedy; drop sampling from gen_kwargs (got do_sample=True, "
+                                   f"temperature={settings.get('temperature')}) or set do_sample=false")
+            until = handle_stop_sequences(settings["until"], eos=eos_text)
+            max_new = settings["max_gen_toks"]
+            prompt_ids = self.tok_encode(context)[-(self.max_length - max_new):]
+            stop = StopCondition(max_new, frozenset(self.runner.eos_token_ids), tuple(until), self.tokenizer)
+            row = self._generate(request.task_name, prompt_ids, stop)
+            text = postprocess_generated_text(self.tokenizer.decode(row["tokens"], skip_special_tokens=True),
+                                              until, None)
+            row.update(task=request.task_name, sample_id=request.doc_id, sample_index=index, text=text)
+            self._record(row)
+            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
+            texts.append(text)
+        return texts
+
+    def _decoder(self, name: str, task: str | None) -> Decoder:
+        task = self.task or task
+        if (name, task) not in self._decoders:
+            settings = self.decoder_settings if name == self.decoder_class.name else {}
+            self._decoders[name, task] = DECODERS.get(name)(self.runner, task=task, **settings)
+        return self._decoders[name, task]
+
+    def _generate(self, task: str | None, prompt_ids: list[int], stop: StopCondition) -> dict[str, Any]:
+        """Runs the chosen decoder once, timed; with `parity`, checks its tokens against vanilla's."""
+        first_token_at: list[float] = []
+        start = time.perf_counter()
+        generation = self._decoder(self.decoder_class.name, task).generate(
+            prompt_ids, stop, on_first_token=lambda: first_token_at.append(time.perf_counter()))
+        total = time.perf_counter() - start
+        ttft = first_token_at[0] - start if first_token_at else None
+        return {"decoder": self.decoder_class.name, "prompt_tokens": len(prompt_ids), "tokens": generation.tokens,
+                "new_tokens": len(generation.tokens), "ttft_s": ttft,
+                "decode_s": total - ttft if ttft is not None else None, "total_s": total,
+                "tokens_per_s": len(generation.tokens) / total if total > 0 else None, "stats": generation.stats,
+                "memory": None, "parity": self._parity(task, prompt_ids, stop, generation.tokens), "quality": None,
+                "error": None}
+
+    def _parity(self, task: str | None, prompt_ids: list[int], stop: StopCondition,
+                tokens: list[int]) -> dict[str, Any] | None:
+        if not self.parity or self.decoder_class.name == REFERENCE_DECODER:
+            return None
+        reference = self._decoder(REFERENCE_DECODER, task).generate(prompt_ids, stop).tokens
+        match = tokens == reference
+        return {"match": match, "first_divergence": None if match else accepted_prefix_length(tokens, reference)}
+
+    def _record(self, row: dict[str, Any]) -> None:
+        self.request_stats.append(row)
+        if self.speed_log is not None:
+            self.speed_log.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.speed_log, "a", encoding="utf-8") as out:
+                out.write(json.dumps(row) + "\n")
+
+
+def speed_summary(rows: list[dict[str, Any]]) -> str:
+    """One line: requests, overall tokens/s and, where checked, how many matched vanilla."""
+    tokens = sum(r["new_tokens"] for r in rows)
+    seconds = sum(r["total_s"] for r in rows)
+    checked = [r["parity"]["match"] for r in rows if r["parity"] is not None]
+    parity = f", parity {sum(checked)}/{len(checked)}" if checked else ""
+    rate = f"{tokens / seconds:.2f} tokens/s" if seconds > 0 else "no tokens"
+    return f"{len(rows)} generation requests, {tokens} tokens, {rate}{parity}"

@@ -1,0 +1,96 @@
+"""The lm-eval backend on the real embedded model and local tasks built from real rows of ../shared/data."""
+import lm_eval
+import pytest
+from lm_eval.api.instance import Instance
+from lm_eval.tasks import TaskManager
+
+from harness.core.decoding import DECODERS
+from harness.core.errors import HarnessError
+from harness.lm_eval_backend import FastDecodeLM
+from harness.lm_eval_tasks import render_tasks
+
+GENERATION_TASK, CHOICE_TASK = "fastdecode_gsm8k", "fastdecode_xsum_choice"
+LIMIT, MAX_GEN_TOKS = 2, 16
+
+
+def compared_decoder(runner) -> tuple[str, dict]:
+    """The decoder whose generations must equal vanilla's, and its settings: adadecode once it is on main (untrained
+    identity exit heads and γ=0, so it exits early at every chance, is mostly wrong and rolls back), until then
+    transformers' own generate."""
+    if "adadecode" not in DECODERS.names():
+        return "hf_generate", {}
+    from harness.core.heads import ExitHead
+
+    return "adadecode", {"heads": {layer: ExitHead(runner.hidden_size) for layer in (10, 20)}, "gamma": 0.0}
+
+
+@pytest.fixture(scope="module")
+def task_manager(shared_data, tmp_path_factory):
+    return TaskManager(include_path=str(render_tasks(shared_data, tmp_path_factory.mktemp("lm_eval_tasks"))),
+                       include_defaults=False)
+
+
+def evaluate(lm: FastDecodeLM, task_manager: TaskManager) -> dict:
+    return lm_eval.simple_evaluate(model=lm, tasks=[GENERATION_TASK, CHOICE_TASK], task_manager=task_manager,
+                                   limit=LIMIT, gen_kwargs={"max_gen_toks": MAX_GEN_TOKS}, apply_chat_template=True,
+                                   log_samples=True, confirm_run_unsafe_code=True)
+
+
+@pytest.fixture(scope="module")
+def vanilla_run(runner, task_manager):
+    lm = FastDecodeLM(runner=runner, decoder="vanilla")
+    return evaluate(lm, task_manager), lm
+
+
+def responses(results: dict, task: str) -> list:
+    return [sample["resps"] for sample in sorted(results["samples"][task], key=lambda s: s["doc_id"])]
+
+
+def test_simple_evaluate_returns_metrics_and_speed_rows(vanilla_run):
+    results, lm = vanilla_run
+    generation, choice = results["results"][GENERATION_TASK], results["results"][CHOICE_TASK]
+    assert 0.0 <= generation["exact_match,last-number"] <= 1.0
+    assert 0.0 <= choice["acc,none"] <= 1.0 and 0.0 <= choice["acc_norm,none"] <= 1.0
+    assert len(responses(results, CHOICE_TASK)) == LIMIT
+    rows = lm.request_stats
+    assert [r["sample_id"] for r in rows] == list(range(LIMIT))
+    for row, sample in zip(rows, sorted(results["samples"][GENERATION_TASK], key=lambda s: s["doc_id"])):
+        assert 0 < row["new_tokens"] <= MAX_GEN_TOKS and row["tokens_per_s"] > 0 and row["ttft_s"] > 0
+        assert row["text"] == sample["resps"][0][0] and row["decoder"] == "vanilla" and row["parity"] is None
+
+
+def test_generations_equal_vanilla(runner, task_manager, vanilla_run):
+    expected, _ = vanilla_run
+    name, settings = compared_decoder(runner)
+    lm = FastDecodeLM(runner=runner, decoder=name, parity=True, **settings)
+    results = evaluate(lm, task_manager)
+    assert responses(results, GENERATION_TASK) == responses(expected, GENERATION_TASK)
+    assert responses(results, CHOICE_TASK) == responses(expected, CHOICE_TASK)
+    assert [r["parity"] for r in lm.request_stats] == [{"match": True, "first_divergence": None}] * LIMIT
+    assert all(r["decoder"] == name for r in lm.request_stats)
+
+
+def request(kind: str, args: tuple) -> Instance:
+    return Instance(request_type=kind, doc={}, arguments=args, idx=0, metadata=("unit", 0, 1))
+
+
+def test_sampling_settings_are_refused(runner):
+    lm = FastDecodeLM(runner=runner)
+    with pytest.raises(HarnessError, match="greedy"):
+        lm.generate_until([request("generate_until", ("Hello", {"until": ["\n"], "temperature": 0.7}))])
+    with pytest.raises(HarnessError, match="greedy"):
+        lm.generate_until([request("generate_until", ("Hello", {"until": ["\n"], "do_sample": True}))])
+
+
+def test_loglikelihoods_agree_with_greedy_generation(runner):
+    lm = FastDecodeLM(runner=runner)
+    prompt = lm.apply_chat_template([{"role": "user", "content": "Name a primary colour."}])
+    assert "<|im_start|>user" in prompt and lm.tokenizer_name
+    greedy_text = lm.generate_until([request("generate_until", (prompt, {"until": [], "max_gen_toks": 6}))])[0]
+    (greedy_logprob, is_greedy), (other_logprob, other_greedy) = lm.loglikelihood(
+        [request("loglikelihood", (prompt, greedy_text)), request("loglikelihood", (prompt, greedy_text + " zebra"))])
+    assert is_greedy and not other_greedy and other_logprob < greedy_logprob < 0
+    text = "The quick brown fox jumps over the lazy dog."
+    (rolling,) = lm.loglikelihood_rolling([request("loglikelihood_rolling", (text,))])
+    ((from_empty_context, _),) = lm.loglikelihood([request("loglikelihood", ("", text))])
+    assert rolling == pytest.approx(from_empty_context, abs=1e-3)
