@@ -37,6 +37,7 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>); an existing one is resumed")
     p.add_argument("--warmup", type=int, default=1, help="unrecorded generations per decoder and task (default 1)")
     p.add_argument("--no-telemetry", action="store_true", help="do not measure memory (NVML sampler, peaks)")
+    p.add_argument("--no-report", action="store_true", help="do not write the report (run.py report RUN_DIR does)")
     p.add_argument("--set", action="append", default=[], metavar="DECODER.KEY=VALUE",
                    help="a decoder setting (repeatable); the value is read as int, float, bool or text")
     return p
@@ -119,6 +120,10 @@ def bench(argv: list[str]) -> int:
     task_names = {t.name for t in chosen_tasks}
     print(f"results: {store.path}")
     print(format_summary(summarize(r for r in store.rows.values() if r["task"] in task_names and r["decoder"] in names)))
+    if not args.no_report:
+        from reports.render import write_report
+
+        print(f"report: {write_report(out).html}")
     return 0
 
 
