@@ -228,7 +228,7 @@ def report(argv: list[str]) -> int:
     p.add_argument("run_dir", help="a run folder (meta.json + results.jsonl)")
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
     p.add_argument("--sweep-runs", nargs="+", default=(), metavar="RUN_DIR",
-                   help="more run folders made with other values of gamma, for the trade-off curve")
+                   help="more run folders made with other decoder settings (e.g. gamma), for trade-off curves")
     args = p.parse_args(argv)
     from reports.render import write_report
 

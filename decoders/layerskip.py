@@ -22,12 +22,13 @@ from harness.core.heads import ExitHead, exit_heads, heads_file, load_heads, tra
 from harness.core.speculation import DraftVerifyDecoder
 
 TRAINED_EXITS = "adadecode"  # the decoder whose `train-heads` writes exit heads
+OWN_HEAD = "model"  # exit_head value for the model's own final norm and lm head (the default)
 
 
 @DECODERS.register("layerskip")
 class LayerSkip(DraftVerifyDecoder):
-    """Settings: `exit_layer` (20), `speculations` (4), `exit_head` (None: the model's own head; `"adadecode"`,
-    a heads file's path or an `ExitHead`: a trained exit head at `exit_layer`)."""
+    """Settings: `exit_layer` (20), `speculations` (4), `exit_head` (None or `"model"`: the model's own head;
+    `"adadecode"`, a heads file's path or an `ExitHead`: a trained exit head at `exit_layer`)."""
 
     def __init__(self, runner, task=None, exit_layer: int = 20, speculations: int = 4,
                  exit_head: ExitHead | str | None = None, **settings):
@@ -39,8 +40,8 @@ class LayerSkip(DraftVerifyDecoder):
             raise HarnessError(f"speculations must be 1 or more, got {speculations}")
         self.exit_layer = exit_layer
         self.speculations = speculations
-        self.exit_head = exit_head if exit_head is None or isinstance(exit_head, ExitHead) else \
-            self._load_exit_head(exit_head)
+        self.exit_head = None if exit_head in (None, OWN_HEAD) else \
+            exit_head if isinstance(exit_head, ExitHead) else self._load_exit_head(str(exit_head))
 
     def _load_exit_head(self, source: str) -> ExitHead:
         """The trained head at `exit_layer` from the heads file `source` names; a missing one names the command."""

@@ -78,7 +78,7 @@ def test_trained_exit_head_from_a_file(runner, case, tmp_path):
     scrambled = eye[torch.randperm(runner.hidden_size, generator=torch.Generator().manual_seed(0))]
     identity = _heads_file(tmp_path / "identity.safetensors", runner, {12: eye, 20: 2 * eye})
     other = _heads_file(tmp_path / "scrambled.safetensors", runner, {12: scrambled})
-    default = LayerSkip(runner, exit_layer=12, speculations=K).generate(prompt, stop)
+    default = LayerSkip(runner, exit_layer=12, speculations=K, exit_head="model").generate(prompt, stop)
     with_identity = LayerSkip(runner, exit_layer=12, speculations=K, exit_head=str(identity)).generate(prompt, stop)
     with_other = LayerSkip(runner, exit_layer=12, speculations=K, exit_head=str(other)).generate(prompt, stop)
     assert default.tokens == with_identity.tokens == with_other.tokens == expected
