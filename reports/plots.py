@@ -143,7 +143,8 @@ def memory_over_time(rows: pd.DataFrame) -> bytes | None:
 
 def sweep_plot(sweep: pd.DataFrame, title: str) -> bytes | None:
     """Each metric of a sweep table against the numeric setting with the most values; one line per task, decoder
-    and value of the other settings that vary. None without a numeric setting taking two values or a metric."""
+    and value of the other settings where they vary, named in a legend panel. None without a numeric setting
+    taking two values or a metric."""
     settings = setting_columns(sweep)
     varying = [c for c in settings if sweep[c].astype(str).nunique() > 1]
     numeric = [c for c in varying if pd.api.types.is_numeric_dtype(sweep[c])]
@@ -154,23 +155,29 @@ def sweep_plot(sweep: pd.DataFrame, title: str) -> bytes | None:
     metrics = [m for m in METRICS.values() if m in sweep and sweep[m].notna().any()]
     if not metrics:
         return None
-    series = [c for c in ("task", "decoder") if c in sweep] + [c for c in varying if c != x]
-    columns = min(4, len(metrics))
-    rows = -(-len(metrics) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(4.0 * columns, 3.4 * rows), squeeze=False)
+    ids = [c for c in ("task", "decoder") if c in sweep]
+    series = [c for c in ids if sweep[c].nunique() > 1] + [c for c in varying if c != x]
+    constant = ", ".join(str(sweep[c].iloc[0]) for c in ids if sweep[c].nunique() == 1)
+    groups = list(sweep.groupby(series, dropna=False)) if series else [((), sweep)]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    panels = len(metrics) + bool(series)
+    columns = min(4, panels)
+    fig, axes = plt.subplots(-(-panels // columns), columns, figsize=(4.0 * columns, 3.4 * -(-panels // columns)),
+                             squeeze=False)
+    lines = {}
     for ax, metric in zip(axes.flat, metrics):
-        for key, group in (sweep.groupby(series, dropna=False) if series else [((), sweep)]):
+        for i, (key, group) in enumerate(groups):
             group = group.dropna(subset=[metric]).sort_values(x)
+            label = ", ".join(f"{c}={v}" if c in settings else str(v) for c, v in zip(series, key))
             if not group.empty:
-                label = ", ".join(f"{c}={v}" if c in settings else str(v) for c, v in zip(series, key))
-                ax.plot(group[x], group[metric], "o-", label=label or None)
+                lines[label], = ax.plot(group[x], group[metric], "o-", color=colors[i % len(colors)])
         ax.set_xlabel(x)
         ax.set_title(metric)
-        if series:
-            ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(metrics):]:
-        ax.set_visible(False)
-    fig.suptitle(title)
+        ax.axis("off")
+    if series:
+        axes.flat[len(metrics)].legend(lines.values(), lines.keys(), loc="center", fontsize=8)
+    fig.suptitle(f"{title}: {constant}" if constant else title)
     return to_png(fig)
 
 

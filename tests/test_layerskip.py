@@ -101,7 +101,8 @@ def test_missing_exit_head_names_the_training_command(runner, tmp_path, monkeypa
     path = _heads_file(heads_file(runner.name, "adadecode", "xsum"), runner,
                        {12: torch.eye(runner.hidden_size)})
     assert LayerSkip(runner, task="xsum", exit_layer=12, exit_head="adadecode").exit_head is not None
-    with pytest.raises(HarnessError, match=f"no exit head at layer 16 \\(it has \\[12\\]\\); train one with: {command}$"):
+    no_layer = f"no exit head at layer 16 \\(it has \\[12\\]\\); train one with: {command}$"
+    with pytest.raises(HarnessError, match=no_layer):
         LayerSkip(runner, task="xsum", exit_layer=16, exit_head=str(path))
     with pytest.raises(HarnessError, match="needs a task"):
         LayerSkip(runner, exit_layer=12, exit_head="adadecode")
