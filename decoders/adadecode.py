@@ -22,7 +22,9 @@ over-confident exit costs time only. `vocabulary="full"` runs the paper's exact 
 """
 from __future__ import annotations
 
+import re
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import torch
@@ -76,8 +78,8 @@ class _Stats:
 
 @DECODERS.register(KIND)
 class AdaDecode(Decoder):
-    """Settings: `gamma` (0.75), `max_pending` (5), `exit_layers` (default: every layer the heads were trained
-    for), `vocabulary` ("candidates" or "full"), `heads_path` (default: the heads trained for the model and task),
+    """Settings: `gamma` (0.75), `max_pending` (5), `exit_layers` (a list, or text such as "24+28" for the command
+    line; default: every layer the heads were trained for), `vocabulary` ("candidates" or "full"), `heads_path` (default: the heads trained for the model and task),
     or `heads` ({layer: ExitHead}, with a `candidates` tensor of token ids) to use heads held in memory."""
 
     def __init__(self, runner: ModelRunner, task: str | None = None, **settings) -> None:
@@ -94,7 +96,7 @@ class AdaDecode(Decoder):
             if task is None and "heads_path" not in settings:
                 raise HarnessError("adadecode needs a task (its exit heads are trained per task) or heads_path")
             self._load(settings.get("heads_path") or heads_file(runner.name, KIND, task))
-        self.exit_layers = sorted(int(e) for e in settings.get("exit_layers", self.heads))
+        self.exit_layers = parse_layers(settings.get("exit_layers", self.heads))
         missing = [e for e in self.exit_layers if e not in self.heads]
         if missing:
             raise HarnessError(f"no trained exit head for layers {missing}; trained: {sorted(self.heads)}")
@@ -213,6 +215,15 @@ class AdaDecode(Decoder):
                     "candidates": len(candidates), **report, **settings.get("metadata", {})}
         path = settings.get("path") or heads_file(runner.name, KIND, task_name)
         return save_heads(path, tensors, metadata)
+
+
+def parse_layers(layers: Iterable[int] | str | int) -> list[int]:
+    """Exit layers from a list, one number, or text ("24+28"; "," and spaces also separate)."""
+    if isinstance(layers, int):
+        return [layers]
+    if isinstance(layers, str):
+        layers = [part for part in re.split(r"[+, ]", layers) if part]
+    return sorted(int(e) for e in layers)
 
 
 def default_exit_layers(n_layers: int) -> list[int]:
