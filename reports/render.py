@@ -15,7 +15,7 @@ from reports.plots import SWEEP_KEY, all_figures
 from reports.run_files import Run, load_run
 from reports.sweeps import settings_sweep
 
-META_KEYS = ("model", "dtype", "device", "device_name", "torch", "transformers", "git_commit", "split", "limit",
+META_KEYS = ("model", "dtype", "device", "device_name", "world_size", "device_names", "torch", "transformers", "git_commit", "split", "limit",
              "tasks", "command")
 
 
