@@ -114,7 +114,7 @@ def bench(argv: list[str]) -> int:
                 "decoder_settings": {n: settings.get(n, {}) for n in names},
                 "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()]}
         if world.distributed:
-            meta["device"] = device.type  # rank R runs on cuda:R; the folder's device is the kind, as for one process
+            meta["device"] = device.type  # ranks run on cuda:LOCAL_RANK; the folder records the kind, as one process does
         world.on_rank0(lambda: write_meta(out, meta))
         config = BenchConfig(out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens, warmup=args.warmup,
                              telemetry=not args.no_telemetry, decoder_settings=settings, world=world)
