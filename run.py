@@ -108,13 +108,14 @@ def bench(argv: list[str]) -> int:
         out = Path(world.on_rank0(lambda: args.out or str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))))
         out.mkdir(parents=True, exist_ok=True)
         names = decoder_order(decoder_names)
-        meta = {**environment(runner), "world_size": world.world_size, "device_names": world.gather(device_name(device)),
-                "max_new_tokens": args.max_new_tokens, "limit": args.limit, "split": "test", "seed": SEED,
-                "warmup": args.warmup, "telemetry": not args.no_telemetry, "decoders": names,
+        meta = {**environment(runner), "world_size": world.world_size,
+                "device_names": world.gather(device_name(device)), "max_new_tokens": args.max_new_tokens,
+                "limit": args.limit, "split": "test", "seed": SEED, "warmup": args.warmup,
+                "telemetry": not args.no_telemetry, "decoders": names,
                 "decoder_settings": {n: settings.get(n, {}) for n in names},
                 "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()]}
         if world.distributed:
-            meta["device"] = device.type  # ranks run on cuda:LOCAL_RANK; the folder records the kind, as one process does
+            meta["device"] = device.type  # ranks run on cuda:LOCAL_RANK; the folder records the kind, like one process
         world.on_rank0(lambda: write_meta(out, meta))
         config = BenchConfig(out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens, warmup=args.warmup,
                              telemetry=not args.no_telemetry, decoder_settings=settings, world=world)

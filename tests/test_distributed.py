@@ -32,8 +32,8 @@ def torchrun(shared_data: Path, out: Path) -> list[str]:
             *bench_args(shared_data, out)]
 
 
-def run(command: list[str]) -> subprocess.CompletedProcess:
-    out = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+def run(command: list[str], env: dict[str, str] = ENV) -> subprocess.CompletedProcess:
+    out = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     return out
 
@@ -100,6 +100,35 @@ def test_a_killed_rank_loses_only_its_unfinished_samples(shared_data, single_run
         assert all(row in after for row in rows)
 
 
+RANK_SCRIPT = """
+import torch
+from harness.core.errors import HarnessError
+from harness.distributed import World
+
+def refuse():
+    raise HarnessError("refused on rank 0")
+
+world = World.from_env()
+world.start(torch.device("cpu"))
+assert world.gather(world.rank) == [0, 1]
+assert world.on_rank0(lambda: f"picked by {world.rank}") == "picked by 0"
+try:
+    world.on_rank0(refuse)
+except HarnessError as exc:
+    print(f"rank {world.rank}: {exc}")
+world.barrier()
+world.stop()
+"""
+
+
+def test_rank0_shares_its_result_and_its_error_with_every_rank(tmp_path):
+    script = tmp_path / "ranks.py"
+    script.write_text(RANK_SCRIPT)
+    out = run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(script)],
+              {**ENV, "PYTHONPATH": str(ROOT)})  # this checkout's harness, not an installed one
+    assert "rank 0: refused on rank 0" in out.stdout and "rank 1: refused on rank 0" in out.stdout
+
+
 def _row(decoder: str, index: int, tokens: list[int]) -> dict:
     return {"decoder": decoder, "task": "t", "sample_id": f"t/{index}", "sample_index": index, "tokens": tokens,
             "error": None}
@@ -115,7 +144,8 @@ def test_a_rerun_with_another_world_size_skips_rows_of_every_rank_file(tmp_path)
     _write(tmp_path / "results.rank1.jsonl", [_row("vanilla", 1, [2])], tail='{"decoder": "m", "ta')  # killed
     world = World(rank=2, world_size=3)  # the rerun has three ranks
     store = ResultStore(tmp_path, world.results_file)
-    assert store.has("vanilla", "t", "t/1") and not store.has("m", "t", "t/1") and store.reference_tokens("t", "t/2") == [3]
+    assert store.has("vanilla", "t", "t/1") and not store.has("m", "t", "t/1")
+    assert store.reference_tokens("t", "t/2") == [3]  # a reference row from another rank's file
     store.append(_row("m", 2, [3]))
     store.close()
     assert (tmp_path / "results.rank1.jsonl").read_text().endswith('"ta')  # only its own rank repairs a file
@@ -141,5 +171,6 @@ def test_a_row_done_twice_with_different_results_is_refused(tmp_path):
 def test_shards_split_samples_by_index_and_give_each_rank_its_gpu():
     worlds = [World(rank=r, world_size=3, local_rank=r) for r in range(3)]
     assert [[i for i in range(7) if w.owns(i)] for w in worlds] == [[0, 3, 6], [1, 4], [2, 5]]
-    assert str(worlds[2].device(torch.device("cuda"))) == "cuda:2" and str(worlds[2].device(torch.device("cpu"))) == "cpu"
+    assert str(worlds[2].device(torch.device("cuda"))) == "cuda:2"
+    assert str(worlds[2].device(torch.device("cpu"))) == "cpu"
     assert World().results_file == "results.jsonl" and worlds[1].results_file == "results.rank1.jsonl"
