@@ -3,6 +3,7 @@
 
     python run.py --decoders adadecode,vanilla --tasks xsum,humaneval --limit 20
     python run.py --list
+    python run.py sweep --decoder layerskip --grid exit_layer=16,24 --grid speculations=2,4 --tasks xsum --limit 3
     python run.py lm-eval --data ../shared/data --model_args decoder=vanilla --tasks fastdecode_gsm8k --limit 5
 """
 from __future__ import annotations
@@ -23,10 +24,8 @@ from harness.core.errors import HarnessError
 SEED = 0
 
 
-def bench_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.py", description="Benchmark fast decoders against greedy decoding.")
-    p.add_argument("--list", action="store_true", help="list decoders and tasks, then exit")
-    p.add_argument("--decoders", default="vanilla", help="comma-separated decoder names (vanilla always runs too)")
+def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The arguments of a benchmark run shared by `bench` and `sweep`: tasks, samples, model, data, output."""
     p.add_argument("--tasks", default="humaneval", help="comma-separated task names")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples of each task")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override each task's generation budget")
@@ -37,9 +36,17 @@ def bench_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>); an existing one is resumed")
     p.add_argument("--warmup", type=int, default=1, help="unrecorded generations per decoder and task (default 1)")
     p.add_argument("--no-telemetry", action="store_true", help="do not measure memory (NVML sampler, peaks)")
+    p.add_argument("--no-report", action="store_true", help="do not write the report (run.py report RUN_DIR does)")
+    return p
+
+
+def bench_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run.py", description="Benchmark fast decoders against greedy decoding.")
+    p.add_argument("--list", action="store_true", help="list decoders and tasks, then exit")
+    p.add_argument("--decoders", default="vanilla", help="comma-separated decoder names (vanilla always runs too)")
     p.add_argument("--set", action="append", default=[], metavar="DECODER.KEY=VALUE",
                    help="a decoder setting (repeatable); the value is read as int, float, bool or text")
-    return p
+    return add_run_arguments(p)
 
 
 def list_plugins() -> None:
@@ -79,23 +86,42 @@ def parse_settings(items: list[str], decoder_names: list[str]) -> dict[str, dict
 def bench(argv: list[str]) -> int:
     args = bench_parser().parse_args(argv)
     import decoders  # noqa: F401  (registers the decoders)
+    from harness.core.decoding import DECODERS
+
+    if args.list:
+        list_plugins()
+        return 0
+    check_counts(args)
+    decoder_names = DECODERS.parse_list(args.decoders)
+    code, out = run_decoders(args, decoder_names, parse_settings(args.set, decoder_names), {})
+    if code == 0 and out is not None and not args.no_report:
+        from reports.render import write_report
+
+        print(f"report: {write_report(out).html}")
+    return code
+
+
+def check_counts(args: argparse.Namespace) -> None:
+    for flag in ("limit", "max_new_tokens", "warmup"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 0:
+            raise HarnessError(f"--{flag.replace('_', '-')} must be 0 or more, got {getattr(args, flag)}")
+
+
+def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: dict[str, dict],
+                 extra_meta: dict) -> tuple[int, Path | None]:
+    """Runs (or resumes) the decoders beside vanilla into the run folder and prints the summary: (exit code, folder).
+    Under torchrun, ranks other than 0 get no folder: rank 0 alone merges, summarizes and reports.
+
+    `decoder_names` may be sweep variants (`DECODER@SETTINGS`), `settings` is keyed by the same names."""
+    import decoders  # noqa: F401  (registers the decoders)
     import tasks  # noqa: F401  (registers the tasks)
     from harness.benchmark import BenchConfig, decoder_order, run_benchmark
-    from harness.core.decoding import DECODERS
     from harness.core.loading import load_runner, resolve_device
     from harness.distributed import World
     from harness.meta import command_line, device_name, environment, write_meta
     from harness.summary import format_summary, summarize
     from tasks.base import TASKS
 
-    if args.list:
-        list_plugins()
-        return 0
-    for flag in ("limit", "max_new_tokens", "warmup"):
-        if getattr(args, flag) is not None and getattr(args, flag) < 0:
-            raise HarnessError(f"--{flag.replace('_', '-')} must be 0 or more, got {getattr(args, flag)}")
-    decoder_names = DECODERS.parse_list(args.decoders)
-    settings = parse_settings(args.set, decoder_names)
     world = World.from_env()  # rank 0 of 1, or this process's rank under torchrun
     device = world.device(resolve_device(args.device))  # a bad --device fails before any data is read
     chosen_tasks = [TASKS.get(name)(args.data) for name in TASKS.parse_list(args.tasks)]
@@ -113,7 +139,8 @@ def bench(argv: list[str]) -> int:
                 "limit": args.limit, "split": "test", "seed": SEED, "warmup": args.warmup,
                 "telemetry": not args.no_telemetry, "decoders": names,
                 "decoder_settings": {n: settings.get(n, {}) for n in names},
-                "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()]}
+                "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()],
+                **extra_meta}
         if world.distributed:
             meta["device"] = device.type  # ranks run on cuda:LOCAL_RANK; the folder records the kind, like one process
         world.on_rank0(lambda: write_meta(out, meta))
@@ -124,14 +151,63 @@ def bench(argv: list[str]) -> int:
         except KeyboardInterrupt:
             print(f"interrupted: the rows written so far are in {out / world.results_file}; rerun the same command "
                   f"to resume", file=sys.stderr)
-            return 130
+            return 130, out
     finally:
         world.stop()
-    if rows is None:  # ranks other than 0: rank 0 merged and summarizes
-        return 0
+    if rows is None:  # ranks other than 0: rank 0 merged, summarizes and reports
+        return 0, None
     task_names = {t.name for t in chosen_tasks}
     print(f"results: {out / 'results.jsonl'}")
     print(format_summary(summarize(r for r in rows.values() if r["task"] in task_names and r["decoder"] in names)))
+    return 0, out
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """`["exit_layer=12,16", "speculations=2,3"]` → {"exit_layer": [12, 16], "speculations": [2, 3]}."""
+    grid: dict[str, list] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        parsed = [parse_value(v.strip()) for v in values.split(",")]
+        if not (sep and key.strip() and all(v != "" for v in parsed)):
+            raise HarnessError(f"--grid {item!r} is not KEY=VALUE,VALUE,... (e.g. --grid exit_layer=12,16,20)")
+        if key.strip() in grid:
+            raise HarnessError(f"--grid names {key.strip()!r} twice; give all its values in one --grid")
+        if len(set(map(str, parsed))) < len(parsed):
+            raise HarnessError(f"--grid {item!r} repeats a value")
+        grid[key.strip()] = parsed
+    return grid
+
+
+def sweep_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="run.py sweep", description="One decoder over a grid of its settings, every "
+                                "point beside vanilla on the same samples; writes OUT/sweep.csv and OUT/report.")
+    p.add_argument("--decoder", required=True, help="the decoder whose settings to sweep (e.g. layerskip)")
+    p.add_argument("--grid", action="append", required=True, metavar="KEY=VALUE,VALUE,...",
+                   help="a setting and its values (repeatable: the grid is every combination)")
+    p.add_argument("--set", action="append", default=[], metavar="DECODER.KEY=VALUE",
+                   help="a setting shared by every point (repeatable), as for bench")
+    return add_run_arguments(p)
+
+
+def sweep(argv: list[str]) -> int:
+    args = sweep_parser().parse_args(argv)
+    import decoders  # noqa: F401  (registers the decoders)
+    from harness.core.decoding import DECODERS
+    from harness.sweep import sweep_variants
+    from reports.render import write_report
+    from reports.sweeps import write_sweep_csv
+
+    check_counts(args)
+    DECODERS.get(args.decoder)
+    grid = parse_grid(args.grid)
+    fixed = parse_settings(args.set, [args.decoder]).get(args.decoder, {})
+    variants = sweep_variants(args.decoder, grid, fixed)
+    code, out = run_decoders(args, list(variants), variants,
+                             {"sweep": {"decoder": args.decoder, "grid": grid, "fixed": fixed}})
+    if code or out is None:
+        return code
+    csv = write_sweep_csv(out)
+    print(f"sweep: {csv}" + ("" if args.no_report else f"; report: {write_report(out).html}"))
     return 0
 
 
@@ -171,7 +247,7 @@ def report(argv: list[str]) -> int:
     p.add_argument("run_dir", help="a run folder (meta.json + results.jsonl)")
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
     p.add_argument("--sweep-runs", nargs="+", default=(), metavar="RUN_DIR",
-                   help="more run folders made with other values of gamma, for the trade-off curve")
+                   help="more run folders made with other decoder settings (e.g. gamma), for trade-off curves")
     args = p.parse_args(argv)
     from reports.render import write_report
 
@@ -249,7 +325,8 @@ def lm_eval(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"bench": bench, "train-heads": train_heads, "report": report, "compare": compare, "lm-eval": lm_eval}
+COMMANDS = {"bench": bench, "sweep": sweep, "train-heads": train_heads, "report": report, "compare": compare,
+            "lm-eval": lm_eval}
 
 
 def main(argv: list[str] | None = None) -> int:

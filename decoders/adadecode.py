@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from harness.core.decoding import DECODERS, Decoder, Generation, TokenSink, greedy
-from harness.core.heads import ExitHead, heads_file, load_heads, save_heads
+from harness.core.heads import ExitHead, exit_heads, heads_file, load_heads, save_heads
 from harness.core.errors import HarnessError
 from harness.core.model_runner import ModelRunner
 from harness.core.self_distillation import collect_hidden_states, greedy_continuations
@@ -103,11 +103,7 @@ class AdaDecode(Decoder):
 
     def _load(self, path) -> None:
         tensors, self.metadata = load_heads(path)
-        for name, weight in tensors.items():
-            if name.startswith("exit."):
-                head = ExitHead(self.runner.hidden_size, self.runner.dtype).to(self.runner.device)
-                head.transform.weight.data.copy_(weight)
-                self.heads[int(name.split(".")[1])] = head
+        self.heads.update(exit_heads(tensors, self.runner))
         self.candidates = tensors.get("candidates", self.candidates)
 
     # --- the exit test -------------------------------------------------------------------------------------------

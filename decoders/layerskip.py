@@ -5,29 +5,61 @@ model's own final norm and lm head (LayerSkip's early exit). Verification pushes
 layers [E, N) only: the shallow layers' keys/values and the exit hidden states computed while drafting are exactly
 what the full model would compute for those positions, so they are reused as they are (LayerSkip's cache reuse).
 Only the last drafted token, which nobody has run yet, goes through the shallow layers inside verification.
+
+`exit_head` swaps the read-out of drafts for a trained exit head (`ExitHead`: T → final norm → lm head), the one
+AdaDecode trains at `exit_layer` (`"adadecode"`: the heads file for this model and task; or a heads file's path;
+or an `ExitHead` held in memory). It changes the drafts only: verification still uses the raw exit hidden states.
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 
 from harness.core.decoding import DECODERS
 from harness.core.errors import HarnessError
+from harness.core.heads import ExitHead, exit_heads, heads_file, load_heads, train_command
 from harness.core.speculation import DraftVerifyDecoder
+
+TRAINED_EXITS = "adadecode"  # the decoder whose `train-heads` writes exit heads
+OWN_HEAD = "model"  # exit_head value for the model's own final norm and lm head (the default)
 
 
 @DECODERS.register("layerskip")
 class LayerSkip(DraftVerifyDecoder):
-    def __init__(self, runner, task=None, exit_layer: int = 20, speculations: int = 4, **settings):
-        super().__init__(runner, task, exit_layer=exit_layer, speculations=speculations, **settings)
+    """Settings: `exit_layer` (20), `speculations` (4), `exit_head` (None or `"model"`: the model's own head;
+    `"adadecode"`, a heads file's path or an `ExitHead`: a trained exit head at `exit_layer`)."""
+
+    def __init__(self, runner, task=None, exit_layer: int = 20, speculations: int = 4,
+                 exit_head: ExitHead | str | None = None, **settings):
+        super().__init__(runner, task, exit_layer=exit_layer, speculations=speculations, exit_head=exit_head,
+                         **settings)
         if not 0 < exit_layer < runner.n_layers:
             raise HarnessError(f"exit_layer must lie in 1..{runner.n_layers - 1}, got {exit_layer}")
         if speculations < 1:
             raise HarnessError(f"speculations must be 1 or more, got {speculations}")
         self.exit_layer = exit_layer
         self.speculations = speculations
+        self.exit_head = None if exit_head in (None, OWN_HEAD) else \
+            exit_head if isinstance(exit_head, ExitHead) else self._load_exit_head(str(exit_head))
+
+    def _load_exit_head(self, source: str) -> ExitHead:
+        """The trained head at `exit_layer` from the heads file `source` names; a missing one names the command."""
+        if source == TRAINED_EXITS and self.task is None:
+            raise HarnessError(f"layerskip exit_head={TRAINED_EXITS!r} needs a task (heads are trained per task); "
+                               "pass a task or a heads file's path")
+        path = heads_file(self.runner.name, TRAINED_EXITS, self.task) if source == TRAINED_EXITS else Path(source)
+        command = train_command(TRAINED_EXITS, self.task or "TASK", [self.exit_layer])
+        if not path.is_file():
+            raise HarnessError(f"no exit head file at {path}; train one with: {command}")
+        heads = exit_heads(load_heads(path)[0], self.runner)
+        if self.exit_layer not in heads:
+            raise HarnessError(f"{path} has no exit head at layer {self.exit_layer} (it has {sorted(heads)}); "
+                               f"train one with: {command}")
+        return heads[self.exit_layer]
 
     def _exit_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.runner.logits(hidden)
+        return self.runner.logits(hidden if self.exit_head is None else self.exit_head(hidden))
 
     def _speculate(self, pending, cache, committed, budget):
         runner, exit_layer = self.runner, self.exit_layer

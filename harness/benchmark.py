@@ -2,10 +2,11 @@
 
 Vanilla greedy decoding always runs first on each sample (unless its row is already in the run folder): it is the
 parity reference for the other decoders, and interleaving (vanilla, method, vanilla, method …) makes slow machine
-drift hit all decoders alike. Decoders are built once per task (`Cls(runner, task=name, **settings)`); `warmup`
-generations per decoder and task run first and are not recorded. An exception in one sample is recorded in that
-row's `error` and the run goes on. Under torchrun every rank runs its own shard of each task's samples
-(`harness/distributed.py`).
+drift hit all decoders alike. A sweep's points run as variants `DECODER@SETTINGS` (`harness/sweep.py`), each with
+its own settings, interleaved the same way (vanilla once per sample for all of them). Decoders are built once per
+task (`Cls(runner, task=name, **settings)`); `warmup` generations per decoder and task run first and are not
+recorded. An exception in one sample is recorded in that row's `error` and the run goes on. Under torchrun every
+rank runs its own shard of each task's samples (`harness/distributed.py`).
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from harness.core.decoding import DECODERS, Decoder, StopCondition
 from harness.core.model_runner import ModelRunner
 from harness.distributed import World, merge_results
 from harness.parity import compare
-from harness.results import REFERENCE_DECODER, RESULTS_FILE, Key, ResultStore, result_files
+from harness.results import REFERENCE_DECODER, RESULTS_FILE, Key, ResultStore, base_decoder, result_files
 from harness.telemetry import MemoryProbe
 from harness.timing import GenerationTimer
 from tasks.base import Sample, Task
@@ -97,7 +98,8 @@ def run_task(runner: ModelRunner, store: ResultStore, measurer: Measurer, names:
         return
     stop = StopCondition(config.max_new_tokens or task.max_new_tokens, frozenset(runner.eos_token_ids),
                          task.stop_strings, runner.tokenizer)
-    decoders = {n: DECODERS.get(n)(runner, task=task.name, **config.decoder_settings.get(n, {}))
+    settings = config.decoder_settings
+    decoders = {n: DECODERS.get(base_decoder(n))(runner, task=task.name, **settings.get(n, {}))
                 for n in dict.fromkeys(n for _, n in pending)}
     warm_up(decoders, task.prompt_ids(pending[0][0], runner.tokenizer), stop, config.warmup)
     throughput = Throughput()

@@ -13,9 +13,9 @@ import pandas as pd  # noqa: E402
 
 from reports.aggregate import SPEEDUP_MEDIAN, SPEEDUP_TOTALS, finished, paired_speedups, speedup_summary  # noqa: E402
 from reports.run_files import column, decoder_order, list_column  # noqa: E402
+from reports.sweeps import METRICS, setting_columns  # noqa: E402
 
 MIB = 2 ** 20
-SWEEP_KEY = "gamma"  # AdaDecode's exit confidence threshold
 
 
 def to_png(fig: plt.Figure) -> bytes:
@@ -142,34 +142,51 @@ def memory_over_time(rows: pd.DataFrame) -> bytes | None:
 
 
 def sweep_plot(sweep: pd.DataFrame, title: str) -> bytes | None:
-    """Every numeric column of a sweep table against γ, one line per task/decoder when it has those columns;
-    None without at least two values of γ."""
-    groups = [c for c in ("task", "decoder") if c in sweep]
-    metrics = [c for c in sweep.select_dtypes("number").columns if c != SWEEP_KEY and sweep[c].notna().any()]
-    if SWEEP_KEY not in sweep or sweep[SWEEP_KEY].nunique() < 2 or not metrics:
+    """Each metric of a sweep table against the numeric setting with the most values; one line per task, decoder
+    and value of the other settings where they vary, named in a legend panel. None without a numeric setting
+    taking two values or a metric."""
+    settings = setting_columns(sweep)
+    varying = [c for c in settings if sweep[c].astype(str).nunique() > 1]
+    numeric = [c for c in varying if pd.api.types.is_numeric_dtype(sweep[c])]
+    if not numeric:
         return None
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.0 * len(metrics), 3.4), squeeze=False)
-    for ax, metric in zip(axes[0], metrics):
-        for key, group in (sweep.groupby(groups) if groups else [("", sweep)]):
-            group = group.dropna(subset=[metric]).sort_values(SWEEP_KEY)
-            if group.empty:
-                continue
-            label = "/".join(key) if isinstance(key, tuple) else str(key)
-            ax.plot(group[SWEEP_KEY], group[metric], "o-", label=label or None)
-        ax.set_xlabel("γ (exit confidence threshold)")
+    x = max(numeric, key=lambda c: sweep[c].nunique())
+    sweep = sweep.dropna(subset=[x])  # decoders without this setting
+    metrics = [m for m in METRICS.values() if m in sweep and sweep[m].notna().any()]
+    if not metrics:
+        return None
+    ids = [c for c in ("task", "decoder") if c in sweep]
+    series = [c for c in ids if sweep[c].nunique() > 1] + [c for c in varying if c != x]
+    constant = ", ".join(str(sweep[c].iloc[0]) for c in ids if sweep[c].nunique() == 1)
+    groups = list(sweep.groupby(series, dropna=False)) if series else [((), sweep)]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    panels = len(metrics) + bool(series)
+    columns = min(4, panels)
+    fig, axes = plt.subplots(-(-panels // columns), columns, figsize=(4.0 * columns, 3.4 * -(-panels // columns)),
+                             squeeze=False)
+    lines = {}
+    for ax, metric in zip(axes.flat, metrics):
+        for i, (key, group) in enumerate(groups):
+            group = group.dropna(subset=[metric]).sort_values(x)
+            label = ", ".join(f"{c}={v}" if c in settings else str(v) for c, v in zip(series, key))
+            if not group.empty:
+                lines[label], = ax.plot(group[x], group[metric], "o-", color=colors[i % len(colors)])
+        ax.set_xlabel(x)
         ax.set_title(metric)
-        if groups:
-            ax.legend(fontsize=7)
-    fig.suptitle(title)
+    for ax in list(axes.flat)[len(metrics):]:
+        ax.axis("off")
+    if series:
+        axes.flat[len(metrics)].legend(lines.values(), lines.keys(), loc="center", fontsize=8)
+    fig.suptitle(f"{title}: {constant}" if constant else title)
     return to_png(fig)
 
 
-def gamma_sweeps(folder: Path, across_runs: pd.DataFrame) -> dict[str, bytes | None]:
-    """γ trade-off curves: from each sweep CSV in the run folder (a CSV with a `gamma` column), and from the
-    summaries of several runs made with different γ."""
-    figures = {f"gamma sweep: {path.stem}": sweep_plot(sweep, f"γ trade-off ({path.name})")
-               for path, sweep in ((p, pd.read_csv(p)) for p in sorted(folder.glob("*.csv")))}
-    figures["gamma sweep across runs"] = sweep_plot(across_runs, "γ trade-off across runs")
+def sweeps(folder: Path, across_runs: pd.DataFrame) -> dict[str, bytes | None]:
+    """Settings trade-off curves: from each sweep CSV in the run folder (`run.py sweep` writes `sweep.csv`), and
+    from the summaries of several runs made with different settings."""
+    figures = {f"sweep: {path.stem}": sweep_plot(pd.read_csv(path), f"Settings sweep ({path.name})")
+               for path in sorted(folder.glob("*.csv"))}
+    figures["sweep across runs"] = sweep_plot(across_runs, "Settings across runs")
     return figures
 
 
@@ -178,5 +195,5 @@ def all_figures(rows: pd.DataFrame, folder: Path, across_runs: pd.DataFrame) -> 
     figures = {"Speedup over vanilla": speedup_bars(rows), "Tokens/s distributions": tokens_per_s(rows),
                "Per-token latency": per_token_latency(rows), "Exit layers": exit_layers(rows),
                "Acceptance lengths": acceptance_lengths(rows), "Memory over time": memory_over_time(rows)}
-    figures.update(gamma_sweeps(folder, across_runs))
+    figures.update(sweeps(folder, across_runs))
     return {title: png for title, png in figures.items() if png is not None}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports.aggregate import summarize
-from reports.plots import SWEEP_KEY, all_figures
+from reports.plots import all_figures
 from reports.run_files import Run, load_run
 from reports.sweeps import settings_sweep
 
@@ -86,15 +86,15 @@ def html_page(run: Run, tables: dict[str, pd.DataFrame], figures: dict[str, byte
 
 def write_report(run_dir: str | Path, out_dir: str | Path | None = None, sweep_runs: tuple = ()) -> Report:
     """Builds the report of a run folder into `out_dir` (default: `<run>/report`); `sweep_runs` are more run
-    folders made with other values of γ, for the trade-off curve."""
+    folders made with other decoder settings (e.g. γ), for the trade-off curves."""
     run = load_run(run_dir)
-    across_runs = settings_sweep([run, *map(load_run, sweep_runs)], SWEEP_KEY)
+    across_runs = settings_sweep([run, *map(load_run, sweep_runs)]) if sweep_runs else pd.DataFrame()
     out = Path(out_dir) if out_dir else run.path / "report"
     (out / "figures").mkdir(parents=True, exist_ok=True)
     table = summarize(run.rows)
     tables = task_tables(table)
-    if len(across_runs) and across_runs[SWEEP_KEY].nunique() > 1:
-        tables["γ across runs"] = across_runs.set_index(["run", "task", "decoder"])
+    if len(across_runs):
+        tables["settings across runs"] = across_runs.set_index(["run", "task", "variant"])
     figures = all_figures(run.rows, run.path, across_runs)
     figure_paths = []
     for title, png in figures.items():

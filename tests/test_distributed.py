@@ -21,15 +21,15 @@ DECODERS = ["vanilla", "layerskip"]  # layerskip's defaults need no trained head
 LIMIT = 6
 
 
-def bench_args(shared_data: Path, out: Path) -> list[str]:
+def bench_args(shared_data: Path, out: Path, report: bool = False) -> list[str]:
     return ["run.py", "--decoders", ",".join(DECODERS), "--tasks", "gsm8k", "--limit", str(LIMIT),
             "--max-new-tokens", "8", "--warmup", "0", "--no-telemetry", "--device", "cpu",
-            "--data", str(shared_data), "--out", str(out)]
+            "--data", str(shared_data), "--out", str(out), *([] if report else ["--no-report"])]
 
 
-def torchrun(shared_data: Path, out: Path) -> list[str]:
+def torchrun(shared_data: Path, out: Path, report: bool = False) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-            *bench_args(shared_data, out)]
+            *bench_args(shared_data, out, report)]
 
 
 def run(command: list[str], env: dict[str, str] = ENV) -> subprocess.CompletedProcess:
@@ -64,7 +64,7 @@ def single_run(shared_data, tmp_path_factory) -> list[dict]:
 
 
 def test_two_ranks_merge_into_the_single_process_results(shared_data, single_run, tmp_path):
-    out = run(torchrun(shared_data, tmp_path))
+    out = run(torchrun(shared_data, tmp_path, report=True))
     check_complete(tmp_path, single_run)
     rows = rows_of(tmp_path / "results.jsonl")
     assert [(r["sample_index"], r["decoder"]) for r in rows] == [(i, d) for i in range(LIMIT) for d in DECODERS]
@@ -72,6 +72,8 @@ def test_two_ranks_merge_into_the_single_process_results(shared_data, single_run
     assert out.stdout.count("vanilla:") == 1 and "layerskip:" in out.stdout  # rank 0 alone summarizes
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert meta["world_size"] == 2 and len(meta["device_names"]) == 2 and meta["device"] == "cpu"
+    assert out.stdout.count("report: ") == 1  # written once, by rank 0, after the merge
+    assert "world_size: 2" in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_a_killed_rank_loses_only_its_unfinished_samples(shared_data, single_run, tmp_path):

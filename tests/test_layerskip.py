@@ -1,9 +1,11 @@
 """LayerSkip: planted drafts (all right, all wrong, wrong in the middle) and real drafts must give vanilla's tokens,
 with every layer's cache rolled back to exactly the full model's keys/values for the accepted positions."""
 import pytest
+import torch
 
 from decoders.layerskip import LayerSkip
 from harness.core.errors import HarnessError
+from harness.core.heads import ExitHead, heads_file, save_heads
 from spec_planting import check_planted_round_trip, planted, real_prompts, stop_after, vanilla_tokens
 
 NEW_TOKENS = 16
@@ -60,3 +62,47 @@ def test_bad_settings_are_refused(runner):
         LayerSkip(runner, exit_layer=30)
     with pytest.raises(HarnessError, match="speculations"):
         LayerSkip(runner, speculations=0)
+
+
+def _heads_file(path, runner, layers_and_weights):
+    tensors = {f"exit.{layer}": weight for layer, weight in layers_and_weights.items()}
+    return save_heads(path, tensors, {"model": runner.name, "layers": sorted(layers_and_weights)})
+
+
+def test_trained_exit_head_from_a_file(runner, case, tmp_path):
+    """An identity head is the logit lens: the same drafts as the model's own head. Any other head changes the
+    drafts, never the output."""
+    prompt, expected = case
+    stop = stop_after(runner, NEW_TOKENS)
+    eye = torch.eye(runner.hidden_size)
+    scrambled = eye[torch.randperm(runner.hidden_size, generator=torch.Generator().manual_seed(0))]
+    identity = _heads_file(tmp_path / "identity.safetensors", runner, {12: eye, 20: 2 * eye})
+    other = _heads_file(tmp_path / "scrambled.safetensors", runner, {12: scrambled})
+    default = LayerSkip(runner, exit_layer=12, speculations=K, exit_head="model").generate(prompt, stop)
+    with_identity = LayerSkip(runner, exit_layer=12, speculations=K, exit_head=str(identity)).generate(prompt, stop)
+    with_other = LayerSkip(runner, exit_layer=12, speculations=K, exit_head=str(other)).generate(prompt, stop)
+    assert default.tokens == with_identity.tokens == with_other.tokens == expected
+    assert with_identity.stats == default.stats
+    assert with_other.stats["acceptance_lengths"] != default.stats["acceptance_lengths"]
+
+
+def test_exit_head_in_memory(runner, case):
+    prompt, expected = case
+    generation = LayerSkip(runner, exit_layer=12, speculations=K, exit_head=ExitHead(runner.hidden_size)).generate(
+        prompt, stop_after(runner, NEW_TOKENS))
+    assert generation.tokens == expected
+
+
+def test_missing_exit_head_names_the_training_command(runner, tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path))
+    command = "python run.py train-heads --decoder adadecode --task xsum --exit-layers 16"
+    with pytest.raises(HarnessError, match=f"adadecode-xsum.safetensors; train one with: {command}$"):
+        LayerSkip(runner, task="xsum", exit_layer=16, exit_head="adadecode")
+    path = _heads_file(heads_file(runner.name, "adadecode", "xsum"), runner,
+                       {12: torch.eye(runner.hidden_size)})
+    assert LayerSkip(runner, task="xsum", exit_layer=12, exit_head="adadecode").exit_head is not None
+    no_layer = f"no exit head at layer 16 \\(it has \\[12\\]\\); train one with: {command}$"
+    with pytest.raises(HarnessError, match=no_layer):
+        LayerSkip(runner, task="xsum", exit_layer=16, exit_head=str(path))
+    with pytest.raises(HarnessError, match="needs a task"):
+        LayerSkip(runner, exit_layer=12, exit_head="adadecode")

@@ -54,7 +54,7 @@ def test_report_files_tables_and_embedded_figures(tmp_path):
     report = write_report(rich_run(tmp_path / "run"))
     assert {f.name for f in report.figures} == {
         "speedup-over-vanilla.png", "tokens-s-distributions.png", "per-token-latency.png", "exit-layers.png",
-        "acceptance-lengths.png", "memory-over-time.png", "gamma-sweep-gamma-sweep.png"}
+        "acceptance-lengths.png", "memory-over-time.png", "sweep-gamma-sweep.png"}
     page = PageElements()
     page.feed(report.html.read_text())
     assert page.tables == 2 and len(page.images) == 7
@@ -79,10 +79,10 @@ def test_figures_without_data_are_left_out(tmp_path):
 def test_gamma_curve_across_runs_made_with_different_gamma(tmp_path):
     sweep = [rich_run(tmp_path / f"g{g}", gamma=g, ada_s=s) for g, s in ((0.5, 1.2), (0.95, 1.8))]
     report = write_report(rich_run(tmp_path / "run"), sweep_runs=tuple(sweep))
-    assert "gamma-sweep-across-runs.png" in {f.name for f in report.figures}
+    assert "sweep-across-runs.png" in {f.name for f in report.figures}
     markdown = report.markdown.read_text()
-    assert "## γ across runs" in markdown and "| g0.95 " in markdown and "| g0.5 " in markdown
-    assert "gamma-sweep-across-runs" not in {f.stem for f in write_report(tmp_path / "g0.5").figures}
+    assert "## settings across runs" in markdown and "| g0.95 " in markdown and "| g0.5 " in markdown
+    assert "sweep-across-runs" not in {f.stem for f in write_report(tmp_path / "g0.5").figures}
 
 
 def test_report_command_prints_markdown_and_names_a_missing_run(tmp_path):

@@ -14,6 +14,7 @@ from safetensors.torch import load_file, safe_open, save_file
 
 from harness.core.errors import HarnessError
 from harness.core.loading import cache_dir
+from harness.core.model_runner import ModelRunner
 
 METADATA_KEY = "fastdecode"
 
@@ -35,13 +36,18 @@ def save_heads(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str,
     return path
 
 
+def train_command(kind: str, task: str, exit_layers: list[int] | None = None) -> str:
+    """The command line that trains `kind`'s heads for `task` (at `exit_layers` when given)."""
+    layers = f" --exit-layers {','.join(map(str, exit_layers))}" if exit_layers else ""
+    return f"python run.py train-heads --decoder {kind} --task {task}{layers}"
+
+
 def load_heads(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Reads a heads file: (tensors on the CPU, metadata). A missing file names the command that trains it."""
     path = Path(path)
     if not path.is_file():
         kind, _, task = path.stem.partition("-")
-        raise HarnessError(f"no trained heads at {path}; train them with: "
-                           f"python run.py train-heads --decoder {kind} --task {task}")
+        raise HarnessError(f"no trained heads at {path}; train them with: {train_command(kind, task)}")
     with safe_open(str(path), framework="pt") as f:
         metadata = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
     return load_file(str(path)), metadata
@@ -67,3 +73,14 @@ class ExitHead(torch.nn.Module):
     def logits(self, hidden: torch.Tensor, norm: torch.nn.Module, lm_head: torch.nn.Module) -> torch.Tensor:
         """Full-vocabulary logits [..., vocab] of this head."""
         return lm_head(norm(self(hidden)))
+
+
+def exit_heads(tensors: dict[str, torch.Tensor], runner: ModelRunner) -> dict[int, ExitHead]:
+    """The exit heads stored in a heads file's tensors (`exit.<layer>` → T), by layer, on the runner's device."""
+    heads = {}
+    for name, weight in tensors.items():
+        if name.startswith("exit."):
+            head = ExitHead(runner.hidden_size, runner.dtype).to(runner.device)
+            head.transform.weight.data.copy_(weight)
+            heads[int(name.split(".")[1])] = head
+    return heads

@@ -5,9 +5,15 @@ data are the model's greedy continuations of training prompts, and the hidden st
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+from pathlib import Path
+
 import torch
 from tqdm import tqdm
 
+from harness.core.loading import cache_dir
 from harness.core.model_runner import ModelRunner
 
 
@@ -17,17 +23,39 @@ def greedy_continuations(runner: ModelRunner, prompts_ids: list[list[int]], max_
 
     One prompt at a time through the runner's KV cache: on a 2-core CPU, left-padded batches through
     `model.generate` measured several times slower per token than this loop (the padded attention masks dominate).
+    Each continuation is appended to a cache file (`continuations_file`) as soon as it is made, so training other
+    heads on the same prompts, or rerunning an interrupted training, does not generate it again.
     """
+    path = continuations_file(runner, max_new_tokens)
+    known = {}
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            with contextlib.suppress(json.JSONDecodeError):  # a line cut short by a kill
+                row = json.loads(line)
+                known[row["prompt"]] = row["tokens"]
+    path.parent.mkdir(parents=True, exist_ok=True)
     eos = runner.eos_token_ids
     continuations: list[list[int]] = []
-    with torch.inference_mode():
+    with torch.inference_mode(), path.open("a", encoding="utf-8") as out:
         for ids in tqdm(prompts_ids, desc="greedy continuations", unit="prompt"):
-            cache = runner.new_cache(len(ids) + max_new_tokens)
-            tokens = [int(runner.forward(ids, cache)[-1].argmax())]
-            while len(tokens) < max_new_tokens and tokens[-1] not in eos:
-                tokens.append(int(runner.forward(tokens[-1:], cache)[-1].argmax()))
-            continuations.append(tokens)
+            key = hashlib.sha1(json.dumps(ids).encode()).hexdigest()
+            if key not in known:
+                cache = runner.new_cache(len(ids) + max_new_tokens)
+                tokens = [int(runner.forward(ids, cache)[-1].argmax())]
+                while len(tokens) < max_new_tokens and tokens[-1] not in eos:
+                    tokens.append(int(runner.forward(tokens[-1:], cache)[-1].argmax()))
+                known[key] = tokens
+                out.write(json.dumps({"prompt": key, "tokens": tokens}) + "\n")
+                out.flush()
+            continuations.append(known[key])
     return continuations
+
+
+def continuations_file(runner: ModelRunner, max_new_tokens: int) -> Path:
+    """`cache_dir()/continuations/<model>-<dtype>-<device type>-<max new tokens>.jsonl` (prompt hash → tokens)."""
+    dtype = str(runner.dtype).removeprefix("torch.")
+    safe_model = runner.name.replace("/", "--") or "model"
+    return cache_dir() / "continuations" / f"{safe_model}-{dtype}-{runner.device.type}-{max_new_tokens}.jsonl"
 
 
 def collect_hidden_states(runner: ModelRunner, sequences: list[list[int]], prompt_lengths: list[int],
