@@ -94,7 +94,7 @@ def bench(argv: list[str]) -> int:
     check_counts(args)
     decoder_names = DECODERS.parse_list(args.decoders)
     code, out = run_decoders(args, decoder_names, parse_settings(args.set, decoder_names), {})
-    if code == 0 and not args.no_report:
+    if code == 0 and out is not None and not args.no_report:
         from reports.render import write_report
 
         print(f"report: {write_report(out).html}")
@@ -108,43 +108,57 @@ def check_counts(args: argparse.Namespace) -> None:
 
 
 def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: dict[str, dict],
-                 extra_meta: dict) -> tuple[int, Path]:
+                 extra_meta: dict) -> tuple[int, Path | None]:
     """Runs (or resumes) the decoders beside vanilla into the run folder and prints the summary: (exit code, folder).
+    Under torchrun, ranks other than 0 get no folder: rank 0 alone merges, summarizes and reports.
 
     `decoder_names` may be sweep variants (`DECODER@SETTINGS`), `settings` is keyed by the same names."""
     import decoders  # noqa: F401  (registers the decoders)
     import tasks  # noqa: F401  (registers the tasks)
     from harness.benchmark import BenchConfig, decoder_order, run_benchmark
     from harness.core.loading import load_runner, resolve_device
-    from harness.meta import command_line, environment, write_meta
+    from harness.distributed import World
+    from harness.meta import command_line, device_name, environment, write_meta
     from harness.summary import format_summary, summarize
     from tasks.base import TASKS
 
-    resolve_device(args.device)  # a bad --device fails before any data is read
+    world = World.from_env()  # rank 0 of 1, or this process's rank under torchrun
+    device = world.device(resolve_device(args.device))  # a bad --device fails before any data is read
     chosen_tasks = [TASKS.get(name)(args.data) for name in TASKS.parse_list(args.tasks)]
     for task in chosen_tasks:
         task.samples(args.limit)  # a missing data file or an unreachable hub fails before the model loads
     torch.manual_seed(SEED)
-    runner = load_runner(args.model, args.dtype, args.device)
-    out = Path(args.out) if args.out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
-    names = decoder_order(decoder_names)
-    write_meta(out, {**environment(runner), "max_new_tokens": args.max_new_tokens, "limit": args.limit,
-                     "split": "test", "seed": SEED, "warmup": args.warmup, "telemetry": not args.no_telemetry,
-                     "decoders": names, "decoder_settings": {n: settings.get(n, {}) for n in names},
-                     "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()],
-                     **extra_meta})
-    config = BenchConfig(out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens, warmup=args.warmup,
-                         telemetry=not args.no_telemetry, decoder_settings=settings)
+    runner = load_runner(args.model, args.dtype, str(device))
+    world.start(device)
     try:
-        store = run_benchmark(runner, decoder_names, chosen_tasks, config)
-    except KeyboardInterrupt:
-        print(f"interrupted: the rows written so far are in {out / 'results.jsonl'}; rerun the same command to resume",
-              file=sys.stderr)
-        return 130, out
+        out = Path(world.on_rank0(lambda: args.out or str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))))
+        out.mkdir(parents=True, exist_ok=True)
+        names = decoder_order(decoder_names)
+        meta = {**environment(runner), "world_size": world.world_size,
+                "device_names": world.gather(device_name(device)), "max_new_tokens": args.max_new_tokens,
+                "limit": args.limit, "split": "test", "seed": SEED, "warmup": args.warmup,
+                "telemetry": not args.no_telemetry, "decoders": names,
+                "decoder_settings": {n: settings.get(n, {}) for n in names},
+                "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()],
+                **extra_meta}
+        if world.distributed:
+            meta["device"] = device.type  # ranks run on cuda:LOCAL_RANK; the folder records the kind, like one process
+        world.on_rank0(lambda: write_meta(out, meta))
+        config = BenchConfig(out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens, warmup=args.warmup,
+                             telemetry=not args.no_telemetry, decoder_settings=settings, world=world)
+        try:
+            rows = run_benchmark(runner, decoder_names, chosen_tasks, config)
+        except KeyboardInterrupt:
+            print(f"interrupted: the rows written so far are in {out / world.results_file}; rerun the same command "
+                  f"to resume", file=sys.stderr)
+            return 130, out
+    finally:
+        world.stop()
+    if rows is None:  # ranks other than 0: rank 0 merged, summarizes and reports
+        return 0, None
     task_names = {t.name for t in chosen_tasks}
-    print(f"results: {store.path}")
-    print(format_summary(summarize(r for r in store.rows.values() if r["task"] in task_names and r["decoder"] in names)))
+    print(f"results: {out / 'results.jsonl'}")
+    print(format_summary(summarize(r for r in rows.values() if r["task"] in task_names and r["decoder"] in names)))
     return 0, out
 
 
@@ -190,7 +204,7 @@ def sweep(argv: list[str]) -> int:
     variants = sweep_variants(args.decoder, grid, fixed)
     code, out = run_decoders(args, list(variants), variants,
                              {"sweep": {"decoder": args.decoder, "grid": grid, "fixed": fixed}})
-    if code:
+    if code or out is None:
         return code
     csv = write_sweep_csv(out)
     print(f"sweep: {csv}" + ("" if args.no_report else f"; report: {write_report(out).html}"))

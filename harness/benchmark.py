@@ -5,7 +5,8 @@ parity reference for the other decoders, and interleaving (vanilla, method, vani
 drift hit all decoders alike. A sweep's points run as variants `DECODER@SETTINGS` (`harness/sweep.py`), each with
 its own settings, interleaved the same way (vanilla once per sample for all of them). Decoders are built once per
 task (`Cls(runner, task=name, **settings)`); `warmup` generations per decoder and task run first and are not
-recorded. An exception in one sample is recorded in that row's `error` and the run goes on.
+recorded. An exception in one sample is recorded in that row's `error` and the run goes on. Under torchrun every
+rank runs its own shard of each task's samples (`harness/distributed.py`).
 """
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from tqdm import tqdm
 
 from harness.core.decoding import DECODERS, Decoder, StopCondition
 from harness.core.model_runner import ModelRunner
+from harness.distributed import World, merge_results
 from harness.parity import compare
-from harness.results import REFERENCE_DECODER, ResultStore, base_decoder
+from harness.results import REFERENCE_DECODER, RESULTS_FILE, Key, ResultStore, base_decoder, result_files
 from harness.telemetry import MemoryProbe
 from harness.timing import GenerationTimer
 from tasks.base import Sample, Task
@@ -33,6 +35,7 @@ class BenchConfig:
     warmup: int = 1
     telemetry: bool = True
     decoder_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    world: World = field(default_factory=World)
 
 
 class Measurer:
@@ -89,8 +92,8 @@ def decoder_order(names: list[str]) -> list[str]:
 
 def run_task(runner: ModelRunner, store: ResultStore, measurer: Measurer, names: list[str], task: Task,
              config: BenchConfig) -> None:
-    samples = task.samples(config.limit)
-    pending = [(s, n) for s in samples for n in names if not store.has(n, task.name, s.id)]
+    shard = [(i, s) for i, s in enumerate(task.samples(config.limit)) if config.world.owns(i)]
+    pending = [(s, n) for _, s in shard for n in names if not store.has(n, task.name, s.id)]
     if not pending:
         return
     stop = StopCondition(config.max_new_tokens or task.max_new_tokens, frozenset(runner.eos_token_ids),
@@ -100,8 +103,9 @@ def run_task(runner: ModelRunner, store: ResultStore, measurer: Measurer, names:
                 for n in dict.fromkeys(n for _, n in pending)}
     warm_up(decoders, task.prompt_ids(pending[0][0], runner.tokenizer), stop, config.warmup)
     throughput = Throughput()
-    with tqdm(total=len(pending), desc=task.name, unit="gen", file=sys.stderr, dynamic_ncols=True) as bar:
-        for index, sample in enumerate(samples):
+    desc = f"{task.name} (rank {config.world.rank})" if config.world.distributed else task.name
+    with tqdm(total=len(pending), desc=desc, unit="gen", file=sys.stderr, dynamic_ncols=True) as bar:
+        for index, sample in shard:
             prompt_ids = None
             for name in names:
                 if store.has(name, task.name, sample.id):
@@ -125,15 +129,27 @@ def warm_up(decoders: dict[str, Decoder], prompt_ids: list[int], stop: StopCondi
                 break
 
 
+def planned_rows(names: list[str], tasks: list[Task], limit: int | None) -> list[Key]:
+    """Every (decoder, task, sample) the run must hold, in the order a single process writes them."""
+    return [(name, task.name, str(sample.id)) for task in tasks for sample in task.samples(limit) for name in names]
+
+
 def run_benchmark(runner: ModelRunner, decoder_names: list[str], tasks: list[Task],
-                  config: BenchConfig) -> ResultStore:
-    """Runs (or resumes) the benchmark into `config.out_dir`; returns the store holding all the folder's rows."""
+                  config: BenchConfig) -> dict[Key, dict[str, Any]] | None:
+    """Runs (or resumes) the benchmark into `config.out_dir`; returns all the folder's rows (None on ranks but 0).
+
+    Rank files (this launch's, or a killed launch's) are merged into `results.jsonl` once every rank is done."""
     names = decoder_order(decoder_names)
-    store = ResultStore(config.out_dir)
+    store = ResultStore(config.out_dir, config.world.results_file)
     measurer = Measurer(runner, config.telemetry)
     try:
         for task in tasks:
             run_task(runner, store, measurer, names, task, config)
     finally:
         store.close()
-    return store
+    config.world.barrier()
+    if config.world.rank != 0:
+        return None
+    if result_files(config.out_dir) == [config.out_dir / RESULTS_FILE]:
+        return store.rows
+    return merge_results(config.out_dir, planned_rows(names, tasks, config.limit))

@@ -1,8 +1,10 @@
-"""The run folder's `results.jsonl`: one JSON line per (decoder, task, sample), appended and flushed as produced.
+"""The run folder's result files: one JSON line per (decoder, task, sample), appended and flushed as produced.
 
-Opening an existing file resumes it: finished rows are loaded (a row counts as finished even when it records an
-error), and a last line cut short by a kill is dropped before new rows are appended, so a rerun of the same
-command neither duplicates nor loses rows.
+A single process writes `results.jsonl`; under torchrun each rank writes `results.rank<R>.jsonl`, which rank 0
+merges into `results.jsonl` at the end (`harness/distributed.py`). Opening a store resumes: the finished rows of
+every result file in the folder are loaded (a row counts as finished even when it records an error), so a rank
+skips what any earlier run did, whatever its world size. A last line cut short by a kill is dropped (and cut
+from the store's own file) before new rows are appended, so a rerun neither duplicates nor loses rows.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_FILE = "results.jsonl"
+RANK_FILE_PATTERN = "results.rank*.jsonl"
 REFERENCE_DECODER = "vanilla"
 VARIANT_MARK = "@"  # `layerskip@exit_layer=12,speculations=2`: one decoder under one point of a sweep
 
@@ -32,25 +35,39 @@ def row_key(row: dict[str, Any]) -> Key:
     return row["decoder"], row["task"], str(row["sample_id"])
 
 
-class ResultStore:
-    def __init__(self, out_dir: Path) -> None:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        self.path = out_dir / RESULTS_FILE
-        self.rows: dict[Key, dict[str, Any]] = {}
-        if self.path.exists():
-            self._load()
-        self._file = open(self.path, "a", encoding="utf-8")
+def result_files(out_dir: Path) -> list[Path]:
+    """The merged file (when there is one), then the rank files in rank order."""
+    ranks = sorted(out_dir.glob(RANK_FILE_PATTERN), key=lambda p: int(p.name.split(".")[1].removeprefix("rank")))
+    return [p for p in [out_dir / RESULTS_FILE] if p.exists()] + ranks
 
-    def _load(self) -> None:
-        text = self.path.read_text(encoding="utf-8")
-        lines = text.splitlines()
-        complete = lines if text.endswith("\n") else lines[:-1]  # a kill mid-write leaves a partial last line
-        for line in complete:
-            if line.strip():
-                row = json.loads(line)
-                self.rows[row_key(row)] = row
-        if len(complete) != len(lines):
-            self.path.write_text("".join(line + "\n" for line in complete), encoding="utf-8")
+
+def read_rows(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """The rows of a result file's complete lines, and whether a partial last line (a kill mid-write, or a write in
+    progress) was left out."""
+    text = path.read_text(encoding="utf-8")
+    partial = bool(text) and not text.endswith("\n")
+    lines = text.splitlines()[:-1] if partial else text.splitlines()
+    return [json.loads(line) for line in lines if line.strip()], partial
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Replaces a result file atomically: a reader sees the old or the new content, never a mix."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+class ResultStore:
+    def __init__(self, out_dir: Path, file_name: str = RESULTS_FILE) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = out_dir / file_name
+        self.rows: dict[Key, dict[str, Any]] = {}
+        for path in result_files(out_dir):
+            rows, partial = read_rows(path)
+            self.rows.update((row_key(row), row) for row in rows)
+            if partial and path == self.path:
+                write_rows(path, rows)
+        self._file = open(self.path, "a", encoding="utf-8")
 
     def has(self, decoder: str, task: str, sample_id: str) -> bool:
         return (decoder, task, str(sample_id)) in self.rows

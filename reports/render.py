@@ -15,8 +15,8 @@ from reports.plots import all_figures
 from reports.run_files import Run, load_run
 from reports.sweeps import settings_sweep
 
-META_KEYS = ("model", "dtype", "device", "device_name", "torch", "transformers", "git_commit", "split", "limit",
-             "tasks", "command")
+META_KEYS = ("model", "dtype", "device", "device_name", "world_size", "device_names", "torch", "transformers",
+             "git_commit", "split", "limit", "tasks", "command")
 
 
 @dataclass
