@@ -41,6 +41,9 @@ class ModelRunner:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self._cos = self._sin = None
+        # On CPUs, x @ Wᵀ with Wᵀ stored contiguous measured ~1.8× faster than F.linear(x, W) for a 49 152 × 576
+        # head at one position and ~2× at 2–3 (oneDNN picks a slow kernel there). A copy costs vocab × d numbers.
+        self._head_t = self.lm_head.weight.detach().t().contiguous() if self.device.type == "cpu" else None
 
     @property
     def n_layers(self) -> int:
@@ -127,7 +130,10 @@ class ModelRunner:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and lm head: hidden states [1, q, d] → logits [q, vocab] (float32)."""
-        return self.lm_head(self.norm(hidden))[0].float()
+        normed = self.norm(hidden)[0]
+        if self._head_t is None or self.lm_head.bias is not None:
+            return self.lm_head(normed).float()
+        return (normed @ self._head_t).float()
 
     def forward(self, token_ids: torch.Tensor | list[int], cache: LayeredKVCache) -> torch.Tensor:
         """All layers for a chunk of tokens: the logits [q, vocab]."""
