@@ -21,6 +21,19 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def store_linears_column_major(model: torch.nn.Module) -> None:
+    """Re-stores every linear layer's weight [out, in] as the transpose of a contiguous [in, out] tensor.
+
+    Same values, same module code; on a CPU, F.linear then takes oneDNN's fast path for the few rows a decoder
+    feeds it: measured 1.45× faster over SmolLM2's projections at one position (1.75× for two) and 2× for its
+    lm head. A tied lm head gets its own copy (the embedding keeps row-major rows for lookups).
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module.weight.is_contiguous():
+            column_major = module.weight.detach().t().contiguous().t()
+            module.weight = torch.nn.Parameter(column_major, requires_grad=False)
+
+
 class ModelRunner:
     def __init__(self, model: torch.nn.Module, tokenizer, name: str = "") -> None:
         self.model = model.eval()
@@ -41,9 +54,8 @@ class ModelRunner:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self._cos = self._sin = None
-        # On CPUs, x @ Wᵀ with Wᵀ stored contiguous measured ~1.8× faster than F.linear(x, W) for a 49 152 × 576
-        # head at one position and ~2× at 2–3 (oneDNN picks a slow kernel there). A copy costs vocab × d numbers.
-        self._head_t = self.lm_head.weight.detach().t().contiguous() if self.device.type == "cpu" else None
+        if self.device.type == "cpu":
+            store_linears_column_major(model)
 
     @property
     def n_layers(self) -> int:
@@ -130,10 +142,7 @@ class ModelRunner:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and lm head: hidden states [1, q, d] → logits [q, vocab] (float32)."""
-        normed = self.norm(hidden)[0]
-        if self._head_t is None or self.lm_head.bias is not None:
-            return self.lm_head(normed).float()
-        return (normed @ self._head_t).float()
+        return self.lm_head(self.norm(hidden))[0].float()
 
     def forward(self, token_ids: torch.Tensor | list[int], cache: LayeredKVCache) -> torch.Tensor:
         """All layers for a chunk of tokens: the logits [q, vocab]."""
