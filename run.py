@@ -231,8 +231,9 @@ def train_heads(argv: list[str]) -> int:
     import decoders  # noqa: F401  (registers the decoders)
     import tasks  # noqa: F401  (registers the tasks)
     from harness.core.loading import load_runner
-    from harness.training import train_heads as train
+    from harness.training import train_heads as train, trainable_decoder
 
+    trainable_decoder(args.decoder)
     settings = {"max_new_tokens": args.max_new_tokens, "steps": args.steps}
     if args.exit_layers:
         settings["exit_layers"] = [int(layer) for layer in args.exit_layers.split(",")]

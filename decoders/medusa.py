@@ -136,7 +136,7 @@ class Medusa(Decoder):
     @classmethod
     def train_heads(cls, runner: ModelRunner, task_name: str, prompt_ids_list: list[list[int]], n_heads: int = 3,
                     steps: int = 300, batch_size: int = 64, lr: float = 1e-3, max_new_tokens: int = 128,
-                    seed: int = 0) -> Path:
+                    seed: int = 0, metadata: dict | None = None) -> Path:
         """Self-distillation: the heads learn the model's own greedy continuations of the training prompts.
 
         At the hidden state that predicts continuation token j, head i is taught token j + i + 1. The model (norm,
@@ -161,7 +161,7 @@ class Medusa(Decoder):
             loss.backward()
             optimizer.step()
             losses.append(loss.item())
-        metadata = {"model": runner.name, "kind": "medusa", "task": task_name, "n_heads": n_heads,
+        metadata = {**(metadata or {}), "model": runner.name, "kind": "medusa", "task": task_name, "n_heads": n_heads,
                     "prompts": len(prompt_ids_list), "positions": len(hidden), "max_new_tokens": max_new_tokens,
                     "steps": steps, "batch_size": batch_size, "lr": float(lr), "seed": int(seed),
                     "final_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None}

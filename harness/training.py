@@ -14,12 +14,19 @@ from harness.core.model_runner import ModelRunner
 from tasks.base import TASKS, encode_prompt
 
 
+def trainable_decoder(name: str) -> type:
+    """The decoder class, if it has heads to train (checked before the model loads)."""
+    decoder = DECODERS.get(name)
+    if not hasattr(decoder, "train_heads"):
+        with_heads = [n for n in DECODERS.names() if hasattr(DECODERS.get(n), "train_heads")]
+        raise HarnessError(f"decoder {name!r} has no heads to train; pick one of: {', '.join(with_heads)}")
+    return decoder
+
+
 def train_heads(runner: ModelRunner, decoder_name: str, task_name: str, n_prompts: int, data: str | None = None,
                 **settings: Any) -> Path:
     """Trains `decoder_name`'s heads for `task_name` on its first `n_prompts` training prompts; returns the file."""
-    decoder = DECODERS.get(decoder_name)
-    if not hasattr(decoder, "train_heads"):
-        raise HarnessError(f"decoder {decoder_name!r} has no heads to train; pick a decoder with trained heads")
+    decoder = trainable_decoder(decoder_name)
     if n_prompts < 2:
         raise HarnessError(f"--prompts must be at least 2 (one is held out), got {n_prompts}")
     task = TASKS.get(task_name)(data)
