@@ -22,3 +22,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"{SHARED_DATA} missing")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def runner_bf16():
+    """The embedded model in bfloat16 on the runner's batch-invariant packed path (CPUs with bf16 hardware)."""
+    from harness.core.loading import load_runner
+    from harness.core.packed_bf16 import cpu_has_bf16_hardware
+
+    if not cpu_has_bf16_hardware():
+        pytest.skip("this CPU has no bf16 hardware (AVX512-BF16 or AMX): the packed bf16 path does not apply")
+    runner = load_runner("smollm2", "bfloat16", "cpu")
+    assert runner.exact_chunks
+    return runner

@@ -14,11 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.core.kv_cache import LayeredKVCache
-
-
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+from harness.core.packed_bf16 import PackedBF16Stack, packed_path_applies
+from harness.core.rotary import apply_rotary
 
 
 def store_linears_column_major(model: torch.nn.Module) -> None:
@@ -55,8 +52,24 @@ class ModelRunner:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self._cos = self._sin = None
-        if self.device.type == "cpu":
+        self._packed = PackedBF16Stack(self) if packed_path_applies(self.device, self.dtype) else None
+        if self.device.type == "cpu" and self._packed is None:
             store_linears_column_major(model)
+
+    @property
+    def exact_chunks(self) -> bool:
+        """Whether a chunk's rows come out bit-for-bit as one-position forwards would (the packed bf16 path).
+
+        Elsewhere (fp32 kernels, CUDA, CPUs without bf16 hardware) they may differ in the last bits, and a
+        decoder's output can then leave vanilla's at a numerical near-tie; parity classification says which."""
+        return self._packed is not None
+
+    @property
+    def kernel_path(self) -> str:
+        """Which arithmetic runs under `run_layers`, for the run's metadata."""
+        if self._packed is not None:
+            return "cpu-bf16-packed (oneDNN prepacked weights, fixed-buffer attention; batch-invariant)"
+        return f"{self.device.type}-eager (scaled_dot_product_attention; not batch-invariant)"
 
     @property
     def n_layers(self) -> int:
@@ -103,6 +116,8 @@ class ModelRunner:
         (draft models of self-speculative decoding) leave that layer's cache untouched.
         """
         end = self.n_layers if end is None else end
+        if self._packed is not None:
+            return self._packed.run_layers(hidden, cache, start, end, positions, chunk_mask, skip_attention, skip_mlp)
         for i in range(start, end):
             layer = self.layers[i]
             if i not in skip_attention:
@@ -123,8 +138,7 @@ class ModelRunner:
             q, k = attn.q_norm(q), attn.k_norm(k)
         pos = positions if positions is not None else torch.arange(past, past + q_len, device=self.device)
         cos, sin = self._cos[pos][None, None], self._sin[pos][None, None]
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
         keys, values = cache.append(index, k, v)
         mask, causal = None, False
         if chunk_mask is not None:
@@ -143,6 +157,8 @@ class ModelRunner:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and lm head: hidden states [1, q, d] → logits [q, vocab] (float32)."""
+        if self._packed is not None:
+            return self._packed.logits(hidden)
         return self.lm_head(self.norm(hidden))[0].float()
 
     def forward(self, token_ids: torch.Tensor | list[int], cache: LayeredKVCache) -> torch.Tensor:

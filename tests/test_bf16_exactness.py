@@ -1,0 +1,124 @@
+"""The packed bf16 runner is batch-invariant: a chunk's rows are bit-for-bit what one-position forwards give.
+
+Every speculative and early-exit decoder then returns vanilla's tokens in bf16 by construction. The checks compare
+with `torch.equal` (no tolerance) at every layer, for the hidden states and for the keys/values each layer wrote.
+"""
+import pytest
+import torch
+
+from decoders.adadecode import AdaDecode
+from decoders.layerskip import LayerSkip
+from decoders.medusa import Medusa, MedusaHeads
+from decoders.self_speculative import SelfSpeculative
+from harness.core.heads import ExitHead
+from harness.core.tree import CandidateTree
+from spec_planting import real_prompts, stop_after, vanilla_tokens
+
+CONTEXT = 40
+VOCAB = 49152
+
+
+def _context_cache(runner, context, extra=80):
+    cache = runner.new_cache(len(context) + extra)
+    runner.forward(context, cache)
+    return cache
+
+
+def _layer_by_layer(runner, hidden, cache, **chunk):
+    """Hidden states [q, d] after each layer, running the layers one call at a time."""
+    out = []
+    for i in range(runner.n_layers):
+        hidden = runner.run_layers(hidden, cache, i, i + 1, **chunk)
+        out.append(hidden[0])
+    return out
+
+
+def _one_position_path(runner, context, path_tokens, positions=None):
+    """Per-layer hidden states of the last token of `path_tokens`, fed one position at a time after `context`."""
+    cache = _context_cache(runner, context)
+    for j, token in enumerate(path_tokens):
+        pos = None if positions is None else torch.tensor([positions[j]])
+        states = _layer_by_layer(runner, runner.embed([token]), cache, positions=pos)
+    return [s[0] for s in states], cache
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("q", range(1, 9))
+def test_a_causal_chunk_equals_one_position_forwards_at_every_layer(runner_bf16, q):
+    runner = runner_bf16
+    gen = torch.Generator().manual_seed(q)
+    context = torch.randint(0, VOCAB, (CONTEXT,), generator=gen).tolist()
+    tokens = torch.randint(0, VOCAB, (q,), generator=gen).tolist()
+    chunk_cache = _context_cache(runner, context)
+    chunk = _layer_by_layer(runner, runner.embed(tokens), chunk_cache)
+    for j in range(q):
+        single, single_cache = _one_position_path(runner, context, tokens[: j + 1])
+        for layer in range(runner.n_layers):
+            assert torch.equal(chunk[layer][j], single[layer]), f"row {j} of a {q}-chunk differs at layer {layer}"
+    end = CONTEXT + q
+    assert torch.equal(chunk_cache.k[:, :, :, :end], single_cache.k[:, :, :, :end])
+    assert torch.equal(chunk_cache.v[:, :, :, :end], single_cache.v[:, :, :, :end])
+    assert torch.equal(runner.logits(chunk[-1][None]), torch.cat(
+        [runner.logits(_one_position_path(runner, context, tokens[: j + 1])[0][-1][None, None]) for j in range(q)]))
+
+
+@torch.inference_mode()
+def test_a_tree_chunk_equals_one_position_forwards_along_each_path(runner_bf16):
+    runner = runner_bf16
+    tree = CandidateTree.from_paths([[0], [1], [2], [0, 0], [0, 1], [1, 0], [0, 0, 0], [0, 0, 1]])
+    gen = torch.Generator().manual_seed(99)
+    context = torch.randint(0, VOCAB, (CONTEXT,), generator=gen).tolist()
+    tokens = torch.randint(0, VOCAB, (tree.size,), generator=gen).tolist()
+    positions = tree.positions(CONTEXT)
+    chunk = _layer_by_layer(runner, runner.embed(tokens), _context_cache(runner, context),
+                            positions=positions, chunk_mask=tree.mask())
+    for node in range(tree.size):
+        path = [node]
+        while tree.parents[path[0]] >= 0:
+            path.insert(0, tree.parents[path[0]])
+        single, _ = _one_position_path(runner, context, [tokens[n] for n in path],
+                                       positions=[CONTEXT + tree.depths[n] for n in path])
+        for layer in range(runner.n_layers):
+            assert torch.equal(chunk[layer][node], single[layer]), f"tree node {node} differs at layer {layer}"
+
+
+@torch.inference_mode()
+def test_shallow_layers_ahead_and_deep_layers_catching_up_give_vanilla_bits(runner_bf16):
+    """AdaDecode's schedule: each layer's chunk starts after a different number of valid slots."""
+    runner, split, ahead = runner_bf16, 11, 5
+    gen = torch.Generator().manual_seed(7)
+    ids = torch.randint(0, VOCAB, (CONTEXT + ahead,), generator=gen).tolist()
+    reference_cache = _context_cache(runner, ids[:CONTEXT])
+    reference = torch.cat([runner.forward([t], reference_cache) for t in ids[CONTEXT:]])
+    cache = _context_cache(runner, ids[:CONTEXT])
+    pending = [runner.run_layers(runner.embed([t]), cache, 0, split) for t in ids[CONTEXT:]]
+    deep = runner.run_layers(torch.cat(pending, dim=1), cache, split, runner.n_layers)
+    assert torch.equal(runner.logits(deep), reference)
+    assert torch.equal(cache.k[:, :, :, :len(ids)], reference_cache.k[:, :, :, :len(ids)])
+
+
+NEW_TOKENS = 40
+
+
+def _decoders(runner):
+    medusa_heads = MedusaHeads(3, runner.hidden_size)
+    torch.nn.init.normal_(medusa_heads.weight, std=0.02, generator=torch.Generator().manual_seed(0))
+    exits = {layer: ExitHead(runner.hidden_size, runner.dtype) for layer in (12, 20, 26)}
+    return {
+        "adadecode": AdaDecode(runner, heads=exits, candidates=list(range(8000)), gamma=0.2),
+        "layerskip": LayerSkip(runner, exit_layer=16, speculations=3),
+        "self_speculative": SelfSpeculative(runner, skip_attention=[4, 9, 14, 19, 24], skip_mlp=[6, 12, 18]),
+        "medusa": Medusa(runner, heads=medusa_heads, tree="default"),
+    }
+
+
+@pytest.mark.parametrize("name", ["adadecode", "layerskip", "self_speculative", "medusa"])
+def test_every_decoder_equals_vanilla_token_for_token_in_bf16(runner_bf16, shared_data, name):
+    runner = runner_bf16
+    decoder = _decoders(runner)[name]
+    drafted = 0
+    for prompt in real_prompts(runner, shared_data, 4):
+        generation = decoder.generate(prompt, stop_after(runner, NEW_TOKENS))
+        assert generation.tokens == vanilla_tokens(runner, prompt, NEW_TOKENS)
+        drafted += generation.stats.get("drafted", 0)
+    assert drafted > 0  # the rollback paths ran
