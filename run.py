@@ -30,7 +30,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples of each task")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override each task's generation budget")
     p.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a hub id, a folder or a .gguf")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a CPU with bf16 hardware, else float32), "
+                   "float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--data", default=None, help="local data: a folder with <task>/test.jsonl, or a file")
     p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>); an existing one is resumed")

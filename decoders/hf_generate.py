@@ -1,23 +1,73 @@
 """transformers' own `model.generate(do_sample=False)`: a yardstick for the harness's loop and for parity.
 
 It does not use the model-runner core; it lets a user check, in one run, that `vanilla` is neither slower than
-nor different from the library they would otherwise call.
+nor different from the library they would otherwise call, including its fastest setting: a static cache of fixed
+length (`cache="static"`, `max_cache_len`) with the decoding step compiled by `torch.compile`
+(`compile="default"`, `"freezing"` — inductor folds the weights and prepacks them for oneDNN —, or
+`"cpp_wrapper"`, freezing plus inductor's C++ wrapper, the least Python per step). Compilation happens in the
+first generation (the benchmark's warm-up); the fixed cache length keeps later prompts from recompiling it.
 """
 from __future__ import annotations
 
 import torch
 
 from harness.core.decoding import DECODERS, Decoder, Generation, TokenSink
+from harness.core.errors import HarnessError
+
+COMPILE_OPTIONS = {"none": None, "default": {}, "freezing": {"freezing": True},
+                   "cpp_wrapper": {"freezing": True, "cpp_wrapper": True}}
 
 
 @DECODERS.register("hf_generate")
 class HFGenerate(Decoder):
+    """Settings: `cache` ("dynamic" or "static"), `compile` (none, default, freezing, cpp_wrapper; needs the static
+    cache), `max_cache_len` (2048: the static cache's fixed length)."""
+    runs_on_runner = False
+
+    def __init__(self, runner, task=None, cache: str = "dynamic", compile: str = "none", max_cache_len: int = 2048,
+                 **settings):
+        super().__init__(runner, task, cache=cache, compile=compile, max_cache_len=max_cache_len, **settings)
+        if cache not in ("dynamic", "static"):
+            raise HarnessError(f"hf_generate cache must be dynamic or static, got {cache!r}")
+        if compile not in COMPILE_OPTIONS:
+            raise HarnessError(f"hf_generate compile must be one of {', '.join(COMPILE_OPTIONS)}, got {compile!r}")
+        if compile != "none" and cache != "static":
+            raise HarnessError("hf_generate compile needs cache=static (transformers compiles only static caches)")
+        self.cache, self.max_cache_len = cache, max_cache_len
+        self.compile_config = None
+        if COMPILE_OPTIONS[compile] is not None:
+            from transformers import CompileConfig
+
+            options = COMPILE_OPTIONS[compile]
+            self.compile_config = CompileConfig(fullgraph=True, dynamic=False, mode=None if options else "default",
+                                                options=options or None)
+            self.compile_config._compile_all_devices = True  # transformers compiles on CUDA only unless asked
+        self._static_cache = None
+
+    def _cache_kwargs(self, prompt_length: int, max_new_tokens: int) -> dict:
+        if self.cache == "dynamic":
+            return {}
+        if prompt_length + max_new_tokens > self.max_cache_len:
+            raise HarnessError(f"prompt ({prompt_length}) + max_new_tokens ({max_new_tokens}) exceed hf_generate's "
+                               f"static cache ({self.max_cache_len}); raise --set hf_generate.max_cache_len")
+        from transformers import StaticCache
+
+        if self._static_cache is None:
+            self._static_cache = StaticCache(config=self.runner.config, max_cache_len=self.max_cache_len)
+        else:
+            self._static_cache.reset()
+        kwargs = {"past_key_values": self._static_cache}
+        if self.compile_config is not None:
+            kwargs["compile_config"] = self.compile_config
+        return kwargs
+
     def _generate(self, prompt_ids, stop, on_first_token):
         model = self.runner.model
         extra = {"stop_strings": list(stop.stop_strings), "tokenizer": stop.tokenizer} if stop.stop_strings else {}
         out = model.generate(torch.tensor([prompt_ids], device=self.runner.device), do_sample=False,
                              max_new_tokens=stop.max_new_tokens, eos_token_id=sorted(stop.eos_token_ids) or None,
-                             pad_token_id=self.runner.tokenizer.pad_token_id, **extra)
+                             pad_token_id=self.runner.tokenizer.pad_token_id,
+                             **self._cache_kwargs(len(prompt_ids), stop.max_new_tokens), **extra)
         sink = TokenSink(stop)  # generate has no first-token hook, so time to first token stays unmeasured
         sink.add(out[0, len(prompt_ids):].tolist())
         return Generation(sink.tokens, {"steps": len(sink.tokens)})

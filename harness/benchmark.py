@@ -20,7 +20,7 @@ from tqdm import tqdm
 from harness.core.decoding import DECODERS, Decoder, StopCondition
 from harness.core.model_runner import ModelRunner
 from harness.distributed import World, merge_results
-from harness.parity import compare
+from harness.parity import check
 from harness.results import REFERENCE_DECODER, RESULTS_FILE, Key, ResultStore, base_decoder, result_files
 from harness.telemetry import MemoryProbe
 from harness.timing import GenerationTimer
@@ -65,7 +65,7 @@ class Measurer:
                        total_s=timing.total_s, tokens_per_s=len(gen.tokens) / timing.total_s if timing.total_s else None,
                        stats=gen.stats, text=self.runner.tokenizer.decode(gen.tokens, skip_special_tokens=True))
             if name != REFERENCE_DECODER and reference is not None:
-                row["parity"] = compare(reference, gen.tokens)
+                row["parity"] = check(self.runner, decoder.runs_on_runner, prompt_ids, reference, gen.tokens)
             row["quality"] = task.score(sample, row["text"])
         except Exception as exc:  # recorded in the row; the run goes on
             row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]

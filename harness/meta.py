@@ -40,7 +40,8 @@ def git_commit() -> str | None:
 
 def environment(runner: ModelRunner) -> dict[str, Any]:
     return {"model": runner.name, "dtype": str(runner.dtype).removeprefix("torch."), "device": str(runner.device),
-            "device_name": device_name(runner.device), "torch": torch.__version__,
+            "device_name": device_name(runner.device), "kernel_path": runner.kernel_path,
+            "exact_chunks": runner.exact_chunks, "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(), "git_commit": git_commit()}
 
 

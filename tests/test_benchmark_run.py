@@ -53,9 +53,12 @@ def test_interleaved_run_with_parity_errors_settings_and_resume(runner, shared_d
     by = {(r["decoder"], r["sample_index"]): r for r in rows}
     for i in (0, 1):
         assert by[("vanilla", i)]["parity"] is None and by[("vanilla", i)]["new_tokens"] == 4
-        assert by[("test_copy", i)]["parity"] == {"match": True, "first_divergence": None}
+        assert by[("test_copy", i)]["parity"] == {"match": True, "first_divergence": None, "class": "exact",
+                                                   "margin": None, "threshold": 1e-3}
         assert by[("test_copy", i)]["tokens"] == by[("vanilla", i)]["tokens"]
-        assert by[("test_planted", i)]["parity"] == {"match": False, "first_divergence": 2}
+        planted = by[("test_planted", i)]["parity"]
+        assert (planted["match"], planted["first_divergence"], planted["class"]) == (False, 2, "mismatch")
+        assert planted["margin"] > planted["threshold"]
         assert set(by[("vanilla", i)]["quality"]) == {"exact_match"}
         timing = by[("vanilla", i)]
         assert 0 < timing["ttft_s"] < timing["total_s"] and timing["tokens_per_s"] > 0

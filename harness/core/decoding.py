@@ -80,6 +80,9 @@ class Decoder:
     """Base class: subclasses implement `_generate` with the runner's primitives."""
 
     name: ClassVar[str]
+    # False for decoders that compute outside `ModelRunner` (e.g. transformers' own generate): the runner's
+    # bit-exact chunks then say nothing about them, and parity classification allows them numerical near-ties.
+    runs_on_runner: ClassVar[bool] = True
 
     def __init__(self, runner: ModelRunner, task: str | None = None, **settings: Any) -> None:
         """`task` names the task the decoder will serve (decoders with trained heads load the heads for it)."""
