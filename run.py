@@ -136,12 +136,12 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
     chosen_tasks = [TASKS.get(name)(args.data, args.train_rows) for name in TASKS.parse_list(args.tasks)]
     for task in chosen_tasks:
         task.samples(args.limit)  # a missing data file or an unreachable hub fails before the model loads
+        if not task.split_counts()[1]:
+            raise HarnessError(f"{task.name}: all {len(task.rows())} rows of {task.local_path() or task.source} are "
+                               f"reserved for training heads (the first {task.train_rows}), none is scored; pass "
+                               f"--train-rows N below {len(task.rows())} (e.g. --train-rows 0)")
         if world.rank == 0:
             print(task.split_line(), file=sys.stderr)
-        if not task.split_counts()[1]:
-            raise HarnessError(f"{task.name}: every row of {task.local_path() or task.source} is reserved for "
-                               f"training heads, none is scored; pass --train-rows N below {len(task.rows())} "
-                               "(e.g. --train-rows 0)")
     torch.manual_seed(SEED)
     runner = load_runner(args.model, args.dtype, str(device), max_context=lambda tokenizer: longest_sequence(
         chosen_tasks, tokenizer, args.limit, args.max_new_tokens))

@@ -61,5 +61,18 @@ class HumanEval(Task):
         prefix = problem["prompt"]
         if entry.search(code):  # the reply redefines the entry point: keep the prompt's imports and helpers only
             found = entry.search(prefix)
-            prefix = prefix[: found.start()] if found else prefix
+            if found:
+                prefix = prefix[: found.start()] + _leading_imports(prefix[found.start():])
         return {"pass@1": float(passes(prefix, code, problem["test"], problem["entry_point"]))}
+
+
+def _leading_imports(entry: str) -> str:
+    """Imports written inside the prompt's entry point before its docstring (HumanEval/115's `import math`),
+    moved to module level so a reply that redefines the function still has them."""
+    imports = []
+    for line in entry.splitlines()[1:]:
+        if line.strip().startswith(('"""', "'''")):
+            break
+        if line.strip().startswith(("import ", "from ")):
+            imports.append(line.strip() + "\n")
+    return "".join(imports)
