@@ -34,6 +34,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    "float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--data", default=None, help="local data: a folder with <task>/test.jsonl, or a file")
+    p.add_argument("--train-rows", type=int, default=None,
+                   help="leading rows of each task reserved for training heads, never scored (default: the task's)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>); an existing one is resumed")
     p.add_argument("--warmup", type=int, default=1, help="unrecorded generations per decoder and task (default 1)")
     p.add_argument("--no-telemetry", action="store_true", help="do not measure memory (NVML sampler, peaks)")
@@ -70,13 +72,13 @@ def parse_value(text: str) -> int | float | bool | str:
 
 
 def parse_settings(items: list[str], decoder_names: list[str]) -> dict[str, dict]:
-    """`--set adadecode.threshold=0.9` → {"adadecode": {"threshold": 0.9}}."""
+    """`--set adadecode.gamma=0.9` → {"adadecode": {"gamma": 0.9}} (checked against the decoder by `run_decoders`)."""
     settings: dict[str, dict] = {}
     for item in items:
         target, sep, value = item.partition("=")
         decoder, dot, key = target.partition(".")
         if not (sep and dot and decoder and key):
-            raise HarnessError(f"--set {item!r} is not DECODER.KEY=VALUE (e.g. --set adadecode.threshold=0.9)")
+            raise HarnessError(f"--set {item!r} is not DECODER.KEY=VALUE (e.g. --set adadecode.gamma=0.9)")
         if decoder not in decoder_names:
             raise HarnessError(f"--set {item!r} names decoder {decoder!r}, which is not in --decoders "
                                f"{','.join(decoder_names)}")
@@ -103,9 +105,12 @@ def bench(argv: list[str]) -> int:
 
 
 def check_counts(args: argparse.Namespace) -> None:
-    for flag in ("limit", "max_new_tokens", "warmup"):
+    for flag in ("limit", "warmup", "train_rows"):
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
             raise HarnessError(f"--{flag.replace('_', '-')} must be 0 or more, got {getattr(args, flag)}")
+    if args.max_new_tokens is not None and args.max_new_tokens < 1:
+        raise HarnessError(f"--max-new-tokens must be 1 or more, got {args.max_new_tokens} "
+                           "(leave it out for each task's own budget)")
 
 
 def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: dict[str, dict],
@@ -117,19 +122,30 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
     import decoders  # noqa: F401  (registers the decoders)
     import tasks  # noqa: F401  (registers the tasks)
     from harness.benchmark import BenchConfig, decoder_order, run_benchmark
+    from harness.core.decoding import DECODERS, check_settings
+    from harness.results import base_decoder
     from harness.core.loading import load_runner, resolve_device
     from harness.distributed import World
     from harness.meta import command_line, device_name, environment, write_meta
     from harness.summary import format_summary, summarize
     from tasks.base import TASKS
 
+    settings = {name: check_settings(DECODERS.get(base_decoder(name)), name, values)
+                for name, values in settings.items()}  # a typo or a bad value fails before the model loads
     world = World.from_env()  # rank 0 of 1, or this process's rank under torchrun
     device = world.device(resolve_device(args.device))  # a bad --device fails before any data is read
-    chosen_tasks = [TASKS.get(name)(args.data) for name in TASKS.parse_list(args.tasks)]
+    chosen_tasks = [TASKS.get(name)(args.data, args.train_rows) for name in TASKS.parse_list(args.tasks)]
     for task in chosen_tasks:
         task.samples(args.limit)  # a missing data file or an unreachable hub fails before the model loads
+        if not task.split_counts()[1]:
+            raise HarnessError(f"{task.name}: all {len(task.rows())} rows of {task.local_path() or task.source} are "
+                               f"reserved for training heads (the first {task.train_rows}), none is scored; pass "
+                               f"--train-rows N below {len(task.rows())} (e.g. --train-rows 0)")
+        if world.rank == 0:
+            print(task.split_line(), file=sys.stderr)
     torch.manual_seed(SEED)
-    runner = load_runner(args.model, args.dtype, str(device))
+    runner = load_runner(args.model, args.dtype, str(device), max_context=lambda tokenizer: longest_sequence(
+        chosen_tasks, tokenizer, args.limit, args.max_new_tokens))
     world.start(device)
     try:
         out = Path(world.on_rank0(lambda: args.out or str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))))
@@ -142,8 +158,6 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
                 "decoder_settings": {n: settings.get(n, {}) for n in names},
                 "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()],
                 **extra_meta}
-        if world.distributed:
-            meta["device"] = device.type  # ranks run on cuda:LOCAL_RANK; the folder records the kind, like one process
         world.on_rank0(lambda: write_meta(out, meta))
         config = BenchConfig(out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens, warmup=args.warmup,
                              telemetry=not args.no_telemetry, decoder_settings=settings, world=world)
@@ -161,6 +175,15 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
     print(f"results: {out / 'results.jsonl'}")
     print(format_summary(summarize(r for r in rows.values() if r["task"] in task_names and r["decoder"] in names)))
     return 0, out
+
+
+def longest_sequence(chosen_tasks: list, tokenizer, limit: int | None, max_new_tokens: int | None) -> int:
+    """The most positions any sample of the run reaches: its prompt plus the generation budget and the cache's
+    headroom for drafts (asked only for a sliding-window model)."""
+    from harness.core.decoding import CACHE_HEADROOM
+
+    return max(len(task.prompt_ids(sample, tokenizer)) + (max_new_tokens or task.max_new_tokens) + CACHE_HEADROOM
+               for task in chosen_tasks for sample in task.samples(limit))
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
@@ -221,7 +244,8 @@ def train_heads_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=300, help="optimizer steps")
     p.add_argument("--exit-layers", default=None, help="comma-separated layers for exit heads (default: the decoder's)")
     p.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a hub id, a folder or a .gguf")
-    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a CPU with bf16 hardware, else float32), "
+                   "float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--data", default=None, help="local data: a folder with <task>/test.jsonl, or a file")
     return p

@@ -22,10 +22,12 @@ over-confident exit costs time only. `vocabulary="full"` runs the paper's exact 
 """
 from __future__ import annotations
 
+import copy
 import re
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -82,21 +84,25 @@ class AdaDecode(Decoder):
     line; default: every layer the heads were trained for), `vocabulary` ("candidates" or "full"), `heads_path` (default: the heads trained for the model and task),
     or `heads` ({layer: ExitHead}, with a `candidates` tensor of token ids) to use heads held in memory."""
 
-    def __init__(self, runner: ModelRunner, task: str | None = None, **settings) -> None:
-        super().__init__(runner, task, **settings)
-        self.gamma = float(settings.get("gamma", 0.75))
-        self.max_pending = int(settings.get("max_pending", 5))
-        self.vocabulary = settings.get("vocabulary", "candidates")
+    def __init__(self, runner: ModelRunner, task: str | None = None, gamma: float = 0.75, max_pending: int = 5,
+                 exit_layers: list[int] | None = None, vocabulary: str = "candidates",
+                 heads_path: str | Path | None = None, heads: dict[int, ExitHead] | None = None,
+                 candidates: torch.Tensor | list[int] | None = None) -> None:
+        super().__init__(runner, task, gamma=gamma, max_pending=max_pending, exit_layers=exit_layers,
+                         vocabulary=vocabulary, heads_path=heads_path, heads=heads, candidates=candidates)
+        self.gamma = float(gamma)
+        self.max_pending = int(max_pending)
+        self.vocabulary = vocabulary
         if self.vocabulary not in ("candidates", "full"):
             raise HarnessError(f"adadecode vocabulary must be 'candidates' or 'full', got {self.vocabulary!r}")
-        self.heads: dict[int, ExitHead] = dict(settings.get("heads", {}))
-        self.candidates = torch.as_tensor(settings.get("candidates", []), dtype=torch.long)
+        self.heads: dict[int, ExitHead] = dict(heads or {})
+        self.candidates = torch.as_tensor([] if candidates is None else candidates, dtype=torch.long)
         self.metadata: dict = {}
         if not self.heads:
-            if task is None and "heads_path" not in settings:
+            if task is None and heads_path is None:
                 raise HarnessError("adadecode needs a task (its exit heads are trained per task) or heads_path")
-            self._load(settings.get("heads_path") or heads_file(runner.name, KIND, task))
-        self.exit_layers = parse_layers(settings.get("exit_layers", self.heads))
+            self._load(heads_path or heads_file(runner.name, KIND, task))
+        self.exit_layers = parse_layers(self.heads if exit_layers is None else exit_layers)
         missing = [e for e in self.exit_layers if e not in self.heads]
         if missing:
             raise HarnessError(f"no trained exit head for layers {missing}; trained: {sorted(self.heads)}")
@@ -126,9 +132,9 @@ class AdaDecode(Decoder):
         normed = self.runner.final_norm(self.heads[layer](hidden))[0, -1]
         probs = torch.softmax(F.linear(normed, self._candidate_weight).float(), dim=-1)
         top, index = probs.max(dim=-1)
-        if top.item() < self.gamma:
-            return None
-        return int(index) if self._candidate_ids is None else int(self._candidate_ids[index])
+        token = index if self._candidate_ids is None else self._candidate_ids[index]
+        decision = int(torch.where(top >= self.gamma, token, -1))  # the one host sync of the test
+        return None if decision < 0 else decision
 
     # --- decoding ------------------------------------------------------------------------------------------------
     def _generate(self, prompt_ids, stop, on_first_token):
@@ -137,7 +143,7 @@ class AdaDecode(Decoder):
         cache = self.new_cache(prompt_ids, stop)
         sink = TokenSink(stop, on_first_token)
         stats = _Stats(n)
-        token = greedy(runner.forward(prompt_ids, cache)[-1:])[0]
+        token = greedy(runner.forward(prompt_ids, cache, last_only=True))[0]
         stats.steps, stats.layer_runs = 1, n
         stats.exit_layers.append(n)
         done = sink.add([token])
@@ -241,21 +247,25 @@ class _Distillation:
 
     Restricting both softmaxes to the candidate rows of the lm head (a few thousand of 49 152) makes a training step
     an order of magnitude cheaper on a CPU and trains the heads for exactly the test they face at decoding time.
+    Everything lives on the runner's device; the loss is computed in float32 whatever the model's dtype (float32
+    copies of the final norm and of the candidate rows of the lm head), and the final layer's own top token is read
+    in the model's dtype, as decoding computes it.
     """
 
     def __init__(self, runner: ModelRunner, states: dict[int, torch.Tensor], last: int, vocabulary: torch.Tensor,
                  chunk: int = 256) -> None:
         self.runner, self.states = runner, states
-        self.vocabulary = vocabulary
-        self.weight = runner.lm_head.weight.detach().index_select(0, vocabulary).float()
+        self.vocabulary = vocabulary.to(runner.device)
+        self.weight = runner.lm_head.weight.detach().index_select(0, self.vocabulary).float()
+        self.norm = copy.deepcopy(runner.norm).float()
         with torch.no_grad():
-            normed = runner.final_norm(states[last])
-            self.target = torch.cat([torch.log_softmax(F.linear(part, self.weight), dim=-1)
-                                     for part in normed.split(chunk)])
-            self.final_top = torch.cat([runner.lm_head(part).argmax(-1) for part in normed.split(chunk)])
+            self.target = torch.cat([torch.log_softmax(F.linear(self.norm(part.float()), self.weight), dim=-1)
+                                     for part in states[last].split(chunk)])
+            self.final_top = torch.cat([runner.logits(part.to(runner.dtype)[None]).argmax(-1)
+                                        for part in states[last].split(chunk)])
 
     def head_logp(self, head: ExitHead, layer: int, rows) -> torch.Tensor:
-        normed = self.runner.final_norm(head(self.states[layer][rows]))
+        normed = self.norm(head(self.states[layer][rows].float()))
         return torch.log_softmax(F.linear(normed, self.weight), dim=-1)
 
     def loss(self, head: ExitHead, layer: int, rows) -> torch.Tensor:
@@ -279,14 +289,14 @@ def distill_exit_heads(runner: ModelRunner, states: dict[int, torch.Tensor], las
     for p in runner.model.parameters():
         p.requires_grad_(False)
     exits = [e for e in sorted(states) if e != last]
-    heads = {e: ExitHead(runner.hidden_size) for e in exits}
+    heads = {e: ExitHead(runner.hidden_size).to(runner.device) for e in exits}  # float32, as the loss
     data = _Distillation(runner, states, last, vocabulary)
     held_out = slice(split, len(states[last]))
     before = {e: data.evaluate(heads[e], e, held_out) for e in exits}
     optimizer = torch.optim.Adam([p for h in heads.values() for p in h.parameters()], lr=lr)
     generator = torch.Generator().manual_seed(seed)
     for _ in tqdm(range(steps), desc="training exit heads", unit="step"):
-        rows = torch.randint(0, split, (batch_size,), generator=generator)
+        rows = torch.randint(0, split, (batch_size,), generator=generator).to(runner.device)
         loss = sum(data.loss(heads[e], e, rows) for e in exits)
         optimizer.zero_grad()
         loss.backward()

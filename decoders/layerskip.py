@@ -31,9 +31,8 @@ class LayerSkip(DraftVerifyDecoder):
     `"adadecode"`, a heads file's path or an `ExitHead`: a trained exit head at `exit_layer`)."""
 
     def __init__(self, runner, task=None, exit_layer: int = 20, speculations: int = 4,
-                 exit_head: ExitHead | str | None = None, **settings):
-        super().__init__(runner, task, exit_layer=exit_layer, speculations=speculations, exit_head=exit_head,
-                         **settings)
+                 exit_head: ExitHead | str | None = None) -> None:
+        super().__init__(runner, task, exit_layer=exit_layer, speculations=speculations, exit_head=exit_head)
         if not 0 < exit_layer < runner.n_layers:
             raise HarnessError(f"exit_layer must lie in 1..{runner.n_layers - 1}, got {exit_layer}")
         if speculations < 1:
@@ -68,7 +67,7 @@ class LayerSkip(DraftVerifyDecoder):
         token = pending
         for depth in range(min(self.speculations, budget)):
             shallow.append(runner.run_layers(runner.embed([token]), cache, 0, exit_layer))
-            token = self._propose(self._exit_logits(shallow[-1]), committed + depth + 1, depth)
+            token, _ = self._propose(self._exit_logits(shallow[-1]), committed + depth + 1, depth)
             drafted.append(token)
         chunk = [pending] + drafted
         missing = chunk[len(shallow):]  # the last draft (or pending when nothing was drafted)

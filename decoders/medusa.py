@@ -22,7 +22,7 @@ from harness.core.heads import heads_file, load_heads, save_heads
 from harness.core.kv_cache import LayeredKVCache
 from harness.core.model_runner import ModelRunner
 from harness.core.self_distillation import collect_hidden_states, greedy_continuations
-from harness.core.tree import parse_tree
+from harness.core.tree import CandidateTree, parse_tree
 
 # Small trees for a CPU, where each extra node costs real time; paths are top-k indices per position.
 TREES: dict[str, list[tuple[int, ...]]] = {
@@ -61,9 +61,9 @@ class Medusa(Decoder):
     """Settings: `tree` ("default", "wide", "chain" = top-1 at every head, or a JSON list of top-k index paths).
     `heads` (a MedusaHeads module) replaces the trained heads loaded for the task."""
 
-    def __init__(self, runner: ModelRunner, task: str | None = None, tree: Any = "default",
-                 heads: MedusaHeads | None = None, **settings: Any) -> None:
-        super().__init__(runner, task, tree=tree, **settings)
+    def __init__(self, runner: ModelRunner, task: str | None = None,
+                 tree: str | list[list[int]] | CandidateTree = "default", heads: MedusaHeads | None = None) -> None:
+        super().__init__(runner, task, tree=tree)
         if heads is None:
             if task is None:
                 raise HarnessError("medusa loads heads trained for a task: build it with a task name")

@@ -18,12 +18,11 @@ from harness.core.speculation import DraftVerifyDecoder
 
 @DECODERS.register("self_speculative")
 class SelfSpeculative(DraftVerifyDecoder):
-    def __init__(self, runner, task=None, skip_attention=None, skip_mlp=None, max_draft: int = 8,
-                 threshold: float = 0.6, target_acceptance: float = 0.8, step: float = 0.01, momentum: float = 0.5,
-                 **settings):
+    def __init__(self, runner, task=None, skip_attention: list[int] | None = None, skip_mlp: list[int] | None = None,
+                 max_draft: int = 8, threshold: float = 0.6, target_acceptance: float = 0.8, step: float = 0.01,
+                 momentum: float = 0.5) -> None:
         super().__init__(runner, task, skip_attention=skip_attention, skip_mlp=skip_mlp, max_draft=max_draft,
-                         threshold=threshold, target_acceptance=target_acceptance, step=step, momentum=momentum,
-                         **settings)
+                         threshold=threshold, target_acceptance=target_acceptance, step=step, momentum=momentum)
         if skip_attention is None and skip_mlp is None:
             self.skip = load_or_search(runner)
         else:
@@ -45,13 +44,18 @@ class SelfSpeculative(DraftVerifyDecoder):
         for depth in range(min(self.max_draft, budget)):
             hidden = runner.run_layers(runner.embed([token]), cache, skip_attention=skip.attention,
                                        skip_mlp=skip.mlp)
-            logits = runner.logits(hidden)
-            token = self._propose(logits, committed + depth + 1, depth)
+            token, probability = self._propose(runner.logits(hidden), committed + depth + 1, depth)
             drafted.append(token)
-            if torch.softmax(logits[-1], -1)[token].item() < self.threshold:
+            if probability < self.threshold:
                 break
         cache.crop(committed)
         return drafted, runner.forward([pending] + drafted, cache)
+
+    def _propose(self, logits, position, depth):
+        """The draft's top token and its probability, read together in one host sync per drafted token."""
+        probability, token = torch.softmax(logits[-1].float(), dim=-1).max(dim=-1)
+        token, probability = torch.stack([token.double(), probability.double()]).tolist()
+        return int(token), probability
 
     def _after_round(self, drafted, accepted):
         if not drafted:

@@ -9,7 +9,7 @@ class Vanilla(Decoder):
     def _generate(self, prompt_ids, stop, on_first_token):
         cache = self.new_cache(prompt_ids, stop)
         sink = TokenSink(stop, on_first_token)
-        token = greedy(self.runner.forward(prompt_ids, cache)[-1:])
+        token = greedy(self.runner.forward(prompt_ids, cache, last_only=True))
         steps = 1
         while not sink.add(token):
             token = greedy(self.runner.forward(token, cache))

@@ -1,7 +1,9 @@
 """The run's `meta.json`: the environment and settings every row in the folder was produced under.
 
-A rerun into the same folder must use the same model, dtype, device, token budget and decoder settings (else rows
-would mix conditions); it may add tasks, decoders or a higher limit, which are merged in.
+A rerun into the same folder must use the same model, dtype, kind of device, token budget, decoder settings and,
+for every task it shares, the same data (source and content hash) and split (else rows would mix conditions); it
+may add tasks, decoders or a higher limit, which are merged in. `device` is the kind (`cpu`, `cuda`): a single
+process on `cuda:0` and a torchrun launch on `cuda:LOCAL_RANK` write into one folder alike.
 """
 from __future__ import annotations
 
@@ -17,15 +19,15 @@ import transformers
 
 from harness.core.errors import HarnessError
 from harness.core.model_runner import ModelRunner
+from harness.device_info import describe_device
 
 META_FILE = "meta.json"
 FIXED_KEYS = ("model", "dtype", "device", "max_new_tokens")
 
 
 def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return platform.processor() or platform.machine()
+    """The GPU's or the CPU's model name (e.g. "NVIDIA H100 80GB HBM3", "AMD EPYC"), not just `x86_64`."""
+    return describe_device(device)["name"]
 
 
 def git_commit() -> str | None:
@@ -39,10 +41,34 @@ def git_commit() -> str | None:
 
 
 def environment(runner: ModelRunner) -> dict[str, Any]:
-    return {"model": runner.name, "dtype": str(runner.dtype).removeprefix("torch."), "device": str(runner.device),
-            "device_name": device_name(runner.device), "kernel_path": runner.kernel_path,
+    info = describe_device(runner.device)
+    return {"model": runner.name, "dtype": str(runner.dtype).removeprefix("torch."), "device": runner.device.type,
+            "device_name": info["name"], "device_info": info, "kernel_path": runner.kernel_path,
             "exact_chunks": runner.exact_chunks, "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(), "git_commit": git_commit()}
+
+
+def _fixed(key: str, value: Any) -> Any:
+    """The value a rerun must match (folders written before the device kind was recorded hold `cuda:0`)."""
+    return str(value).partition(":")[0] if key == "device" and value is not None else value
+
+
+def check_task_data(out_dir: Path, old_tasks: dict[str, Any], new_tasks: dict[str, Any]) -> None:
+    """A task already in the folder must come from the same data, split the same way: sample ids are positional
+    for some tasks, so other data would mix rows of different questions under one id."""
+    for name, new in new_tasks.items():
+        old = old_tasks.get(name)
+        if old is None:
+            continue
+        if old.get("source") != new.get("source") or old.get("source_sha256", new.get("source_sha256")) != \
+                new.get("source_sha256"):
+            raise HarnessError(f"{out_dir} holds {name} rows from {old.get('source')} (sha256 "
+                               f"{str(old.get('source_sha256'))[:12]}), not {new.get('source')} (sha256 "
+                               f"{str(new.get('source_sha256'))[:12]}); use the same --data or another --out")
+        split = {k: v for k, v in new.items() if k not in ("source", "source_sha256")}
+        if {k: old.get(k) for k in split} != split:
+            raise HarnessError(f"{out_dir} holds {name} rows split {dict((k, old.get(k)) for k in split)}, not "
+                               f"{split}; use the same --train-rows or another --out")
 
 
 def write_meta(out_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
@@ -51,13 +77,14 @@ def write_meta(out_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
         for key in FIXED_KEYS:
-            if old.get(key) != meta.get(key):
+            if _fixed(key, old.get(key)) != _fixed(key, meta.get(key)):
                 raise HarnessError(f"{out_dir} holds a run with {key}={old.get(key)!r}, not {meta.get(key)!r}; "
                                    f"use another --out")
         for name, settings in meta["decoder_settings"].items():
             if name in old["decoder_settings"] and old["decoder_settings"][name] != settings:
                 raise HarnessError(f"{out_dir} holds {name} rows made with settings {old['decoder_settings'][name]}, "
                                    f"not {settings}; use another --out")
+        check_task_data(out_dir, old["tasks"], meta["tasks"])
         meta = {**old, **meta, "decoder_settings": {**old["decoder_settings"], **meta["decoder_settings"]},
                 "tasks": {**old["tasks"], **meta["tasks"]},
                 "command_lines": old.get("command_lines", []) + meta["command_lines"]}

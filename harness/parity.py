@@ -53,7 +53,7 @@ def reference_margin(runner: ModelRunner, prompt_ids: list[int], reference: list
         runner.forward(prefix[:-1], cache)
         logits = runner.forward(prefix[-1:], cache)[-1]
     else:
-        logits = runner.forward(prefix, cache)[-1]
+        logits = runner.forward(prefix, cache, last_only=True)[-1]
     return float(logits.max() - logits[token])
 
 

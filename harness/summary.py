@@ -29,7 +29,9 @@ def summarize(rows: Iterable[dict]) -> list[dict[str, Any]]:
             base = _tokens_per_s([reference[(r["task"], r["sample_id"])] for r in paired])
             speedup = _tokens_per_s(paired) / base if base else None
         out.append({"decoder": name, "samples": len(mine), "errors": len(mine) - len(ok),
-                    "tokens_per_s": _tokens_per_s(ok), "speedup": speedup, "parity_rate": parity_rate(mine)})
+                    "tokens_per_s": _tokens_per_s(ok), "speedup": speedup, "parity_rate": parity_rate(mine),
+                    "parity_matched": sum(bool(r["parity"]["match"]) for r in mine if r.get("parity")),
+                    "parity_checked": sum(1 for r in mine if r.get("parity"))})
     return out
 
 
@@ -39,8 +41,8 @@ def format_summary(summary: list[dict[str, Any]]) -> str:
         parts = [f"{s['decoder']}: " + ("n/a" if s["tokens_per_s"] is None else f"{s['tokens_per_s']:.2f}") + " tokens/s"]
         if s["speedup"] is not None:
             parts.append(f"speedup {s['speedup']:.2f}x vs vanilla")
-        if s["parity_rate"] is not None:
-            parts.append(f"parity {s['parity_rate']:.0%}")
+        if s["parity_checked"]:
+            parts.append(f"parity {s['parity_matched']}/{s['parity_checked']}")
         parts.append(f"{s['samples']} samples, {s['errors']} errors")
         lines.append(", ".join(parts))
     return "\n".join(lines)

@@ -1,7 +1,8 @@
 """Wall-clock timing of one generation: start, first token (the decoder's `on_first_token` callback), end.
 
-On CUDA the marks are CUDA events read after a synchronisation, so queued kernels are counted; on the CPU they are
-`perf_counter` readings.
+On CUDA the marks are CUDA events on the current stream of the runner's own device (not whatever device is current,
+which is GPU 0 for `--device cuda:1` in one process), read after synchronising that device, so queued kernels are
+counted; on the CPU they are `perf_counter` readings.
 """
 from __future__ import annotations
 
@@ -20,13 +21,14 @@ class Timing:
 
 class GenerationTimer:
     def __init__(self, device: torch.device) -> None:
+        self.device = device
         self.cuda = device.type == "cuda"
         self._marks: dict[str, object] = {}
 
     def _mark(self, name: str) -> None:
         if self.cuda:
             event = torch.cuda.Event(enable_timing=True)
-            event.record()
+            event.record(torch.cuda.current_stream(self.device))
             self._marks[name] = event
         else:
             self._marks[name] = time.perf_counter()
@@ -34,7 +36,7 @@ class GenerationTimer:
     def start(self) -> None:
         self._marks = {}
         if self.cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
         self._mark("start")
 
     def first_token(self) -> None:
@@ -44,7 +46,7 @@ class GenerationTimer:
     def stop(self) -> Timing:
         self._mark("end")
         if self.cuda:
-            torch.cuda.synchronize()
+            torch.cuda.synchronize(self.device)
         start, end, first = self._marks["start"], self._marks["end"], self._marks.get("first")
         total = self._seconds(start, end)
         if first is None:

@@ -132,8 +132,9 @@ def memory_over_time(rows: pd.DataFrame) -> bytes | None:
     fig, axes = plt.subplots(1, len(decoders), figsize=(5.0 * len(decoders), 3.6), squeeze=False, sharey=True)
     for ax, decoder in zip(axes[0], decoders):
         for _, row in samples[samples["decoder"] == decoder].iterrows():
-            t, used = zip(*[(s[0], s[1] / MIB) for s in row["samples"]])
-            ax.plot(t, used, linewidth=1, alpha=0.7)
+            points = [(s[0], s[1] / MIB) for s in row["samples"] if s[1] is not None]  # null: NVML refused
+            if points:
+                ax.plot(*zip(*points), linewidth=1, alpha=0.7)
         ax.set_title(decoder)
         ax.set_xlabel("seconds into the generation")
         ax.set_ylabel("device memory used, MiB")

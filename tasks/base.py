@@ -3,15 +3,17 @@
 A task loads its rows from the public source (Hugging Face `datasets`, or a package) or from a local copy (`--data`:
 a JSON-lines file, or a folder holding `<task>/test.jsonl`). The order is the source's own, so every run sees the
 same samples. The first `train_rows` rows are reserved for training heads (`training_prompts`) and never scored;
-`samples` evaluates from the rest. Prompts go through the model's chat template when it has one.
+`samples` evaluates from the rest (`--train-rows` overrides the task's default). Prompts go through the model's chat
+template when it has one. A row without one of the task's `fields` is a one-line error naming file, line and field.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from harness.core.errors import HarnessError
 from harness.core.registry import Registry
-from tasks.sources import data_file, read_jsonl
+from tasks.sources import data_file, file_sha256, read_jsonl, rows_sha256
 
 
 @dataclass
@@ -30,31 +32,69 @@ class Task:
     use_chat_template: ClassVar[bool] = True
     source: ClassVar[str] = ""  # where the rows come from without --data, for the run's metadata
     data_file_name: ClassVar[str] = "test.jsonl"  # the file's name inside <data folder>/<task>/
+    fields: ClassVar[tuple[str, ...]] = ()  # the fields every row must have
 
-    def __init__(self, data: str | None = None) -> None:
+    def __init__(self, data: str | None = None, train_rows: int | None = None) -> None:
+        """`train_rows` overrides how many leading rows are reserved for training heads (`--train-rows`)."""
         self.data = data
+        if train_rows is not None:
+            self.train_rows = train_rows
         self._rows: list[dict] | None = None
+        self._line_of: dict[int, int] = {}  # id(row) -> its line in the local file
 
     def samples(self, limit: int | None = None) -> list[Sample]:
         """Evaluation samples in a fixed order; the first `limit` of them."""
         rows = self.rows()[self.train_rows:]
         rows = rows if limit is None else rows[:limit]
-        return [self.to_sample(row, self.train_rows + i) for i, row in enumerate(rows)]
+        return [self.sample(row, self.train_rows + i) for i, row in enumerate(rows)]
 
     def training_prompts(self, n: int) -> list[str]:
         """Prompts that are never scored, for training heads: the first `min(n, train_rows)` rows."""
-        return [self.to_sample(row, i).prompt for i, row in enumerate(self.rows()[: min(n, self.train_rows)])]
+        return [self.sample(row, i).prompt for i, row in enumerate(self.rows()[: min(n, self.train_rows)])]
+
+    def split_counts(self) -> tuple[int, int]:
+        """(rows reserved for training heads, rows that can be scored)."""
+        total = len(self.rows())
+        return min(self.train_rows, total), max(total - self.train_rows, 0)
+
+    def split_line(self) -> str:
+        """One line for the start of a run: how many rows train heads and how many are scored."""
+        training, scored = self.split_counts()
+        return (f"{self.name}: {training + scored} rows from {self.local_path() or self.source}: {training} reserved "
+                f"for training heads (never scored), {scored} scored (--train-rows N changes the split)")
 
     def split_info(self) -> dict[str, Any]:
-        """Which rows train heads and which are scored, for the run's metadata."""
+        """Which rows train heads and which are scored, and a content hash of the source, for the run's metadata
+        (a resumed run refuses another source)."""
+        path = self.local_path()
+        return {**self.split_rows(), "source_sha256": file_sha256(path) if path else rows_sha256(self.rows())}
+
+    def split_rows(self) -> dict[str, Any]:
         return {"source": self.local_path() or self.source, "training_rows": [0, self.train_rows],
                 "evaluation_rows_from": self.train_rows}
 
     def rows(self) -> list[dict]:
         if self._rows is None:
             path = self.local_path()
-            self._rows = read_jsonl(path) if path else self.load_source_rows()
+            if path:
+                self._rows, lines = read_jsonl(path)
+                self._line_of = {id(row): line for row, line in zip(self._rows, lines)}
+            else:
+                self._rows = self.load_source_rows()
         return self._rows
+
+    def sample(self, row: dict, index: int) -> Sample:
+        """`to_sample`, with a row that lacks a field reported as one line naming file, line and field."""
+        missing = [f for f in self.fields if f not in row]
+        if not missing:
+            try:
+                return self.to_sample(row, index)
+            except KeyError as exc:
+                missing = [exc.args[0]]
+        where = (f"{self.local_path()} line {self._line_of[id(row)]}" if id(row) in self._line_of
+                 else f"{self.source} row {index}")
+        raise HarnessError(f"{where}: no field {missing[0]!r} (task {self.name} rows need "
+                           f"{', '.join(self.fields)}); fix the row or pass another --data")
 
     def local_path(self) -> str | None:
         """The local copy named by --data, or None to read the public source."""

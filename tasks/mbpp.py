@@ -16,6 +16,7 @@ PROMPT = "{text}\nYour code should pass these tests:\n{tests}\nReply with the co
 class MBPP(Task):
     max_new_tokens = 256
     train_rows = 100
+    fields = ("task_id", "text", "test_list")
     source = "google-research-datasets/mbpp full test"
 
     def load_source_rows(self) -> list[dict]:
@@ -29,5 +30,4 @@ class MBPP(Task):
         row = sample.reference
         # check_correctness runs `prompt + completion + test` then `check(entry_point)`: the asserts sit in check().
         test = "def check(_):\n" + "".join(f"    {t}\n" for t in row["test_list"])
-        return {"pass@1": float(passes(row.get("test_setup_code") or "", "\n" + extract_code(completion), test, "None",
-                                       sample.id))}
+        return {"pass@1": float(passes(row.get("test_setup_code") or "", "\n" + extract_code(completion), test, "None"))}

@@ -5,6 +5,7 @@ unreachable hub becomes a one-line error that names `--data`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -16,9 +17,37 @@ from harness.core.errors import HarnessError
 PROBE_TIMEOUT_S = 3.0
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
+def read_jsonl(path: str | Path) -> tuple[list[dict], list[int]]:
+    """The rows of a JSON-lines file and the line number of each; a bad line is a one-line error naming it."""
+    rows, lines = [], []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise HarnessError(f"{path} line {number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                                   "fix or remove that line") from None
+            if not isinstance(row, dict):
+                raise HarnessError(f"{path} line {number}: a JSON object {{...}} is expected, got "
+                                   f"{type(row).__name__}; fix or remove that line")
+            rows.append(row)
+            lines.append(number)
+    return rows, lines
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def rows_sha256(rows: list[dict]) -> str:
+    """A content hash of rows read from a public source (no file to hash)."""
+    return hashlib.sha256(json.dumps(rows, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def data_file(data: str, folder: str, file: str = "test.jsonl") -> Path:

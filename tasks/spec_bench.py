@@ -23,28 +23,42 @@ class SpecBench(Task):
     max_new_tokens = 256
     data_file_name = "question.jsonl"
     source = URL
+    fields = ("question_id", "category", "turns")
 
     def load_source_rows(self) -> list[dict]:
         return url_rows(URL, self.name)
+
+    def __init__(self, data: str | None = None, train_rows: int | None = None) -> None:
+        """By default the first 20 % of each category train heads; `train_rows` N instead takes the first N
+        questions of the round-robin order."""
+        super().__init__(data)
+        self.fixed_train_rows = train_rows
 
     def _split(self) -> tuple[list[dict], list[dict]]:
         """(training rows, evaluation rows in round-robin category order)."""
         by_category: dict[str, list[dict]] = {}
         for row in self.rows():
+            self.sample(row, 0)  # every row has its fields
             by_category.setdefault(row["category"], []).append(row)
+        if self.fixed_train_rows is not None:
+            ordered = _round_robin(list(by_category.values()))
+            return ordered[: self.fixed_train_rows], ordered[self.fixed_train_rows:]
         cut = {c: int(len(rows) * TRAIN_FRACTION) for c, rows in by_category.items()}
         train = [row for c, rows in by_category.items() for row in rows[: cut[c]]]
-        rest = [rows[cut[c]:] for c, rows in by_category.items()]
-        return train, [row for row in chain.from_iterable(zip_longest(*rest)) if row is not None]
+        return train, _round_robin([rows[cut[c]:] for c, rows in by_category.items()])
 
     def samples(self, limit: int | None = None) -> list[Sample]:
         rows = self._split()[1]
-        return [self.to_sample(row, i) for i, row in enumerate(rows if limit is None else rows[:limit])]
+        return [self.sample(row, i) for i, row in enumerate(rows if limit is None else rows[:limit])]
 
     def training_prompts(self, n: int) -> list[str]:
-        return [self.to_sample(row, i).prompt for i, row in enumerate(self._split()[0][:n])]
+        return [self.sample(row, i).prompt for i, row in enumerate(self._split()[0][:n])]
 
-    def split_info(self) -> dict:
+    def split_counts(self) -> tuple[int, int]:
+        train, rest = self._split()
+        return len(train), len(rest)
+
+    def split_rows(self) -> dict:
         train = self._split()[0]
         return {"source": self.local_path() or self.source, "turns": "first only",
                 "training_question_ids": [row["question_id"] for row in train],
@@ -56,3 +70,7 @@ class SpecBench(Task):
 
     def score(self, sample: Sample, completion: str) -> dict[str, float]:
         return {}
+
+
+def _round_robin(groups: list[list[dict]]) -> list[dict]:
+    return [row for row in chain.from_iterable(zip_longest(*groups)) if row is not None]

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from rouge_score import rouge_scorer
-
 from tasks.base import Sample, Task
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -17,6 +15,10 @@ class SummarizationTask(Task):
     summary_field: ClassVar[str]
     instruction: ClassVar[str]
     train_rows = 200
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.fields = (cls.document_field, cls.summary_field)
     _scorer = None
 
     def to_sample(self, row: dict, index: int) -> Sample:
@@ -25,6 +27,8 @@ class SummarizationTask(Task):
 
     def score(self, sample: Sample, completion: str) -> dict[str, float]:
         if SummarizationTask._scorer is None:
+            from rouge_score import rouge_scorer  # imported when first scoring: the harness runs without it
+
             SummarizationTask._scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
         scores = SummarizationTask._scorer.score(sample.reference, completion)
         return {name: scores[name].fmeasure for name in ROUGE_TYPES}

@@ -50,8 +50,9 @@ def planted(decoder_class, reference: list[int], mismatch_depth: int | None):
             return super()._speculate(pending, cache, committed, budget)
 
         def _propose(self, logits, position, depth):
+            _, confidence = super()._propose(logits, position, depth)
             right = reference[position]
-            return right if mismatch_depth is None or depth < mismatch_depth else right + WRONG
+            return (right if mismatch_depth is None or depth < mismatch_depth else right + WRONG), confidence
 
     return Planted
 

@@ -6,11 +6,16 @@ A decoder is built once for a model (`Decoder(runner, **settings)`), then `gener
 """
 from __future__ import annotations
 
+import inspect
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar
 
 import torch
 
+from harness.core.errors import HarnessError
 from harness.core.kv_cache import LayeredKVCache
 from harness.core.model_runner import ModelRunner
 from harness.core.registry import Registry
@@ -31,25 +36,42 @@ class StopCondition:
     stop_strings: tuple[str, ...] = ()
     tokenizer: Any = None
 
-    def cut(self, tokens: list[int]) -> tuple[list[int], bool]:
-        """Returns (tokens up to and including the first stop, whether generation is finished)."""
-        for i, token in enumerate(tokens[: self.max_new_tokens]):
-            if token in self.eos_token_ids:
-                return tokens[: i + 1], True
+    def cut(self, tokens: list[int], checked: int = 0) -> tuple[list[int], bool]:
+        """Returns (tokens up to and including the earliest stop, whether generation is finished).
+
+        The earliest stop of any kind wins: a stop string completed before an end-of-sequence token in the same
+        chunk ends generation there, as it does for a decoder that adds one token at a time. `checked`: how many
+        leading tokens are already known to hold no stop (they are not searched again).
+        """
         tokens = tokens[: self.max_new_tokens]
+        end = next((i + 1 for i in range(checked, len(tokens)) if tokens[i] in self.eos_token_ids), None)
         if self.stop_strings and self.tokenizer is not None:
-            end = self._stop_string_end(tokens)
-            if end is not None:
-                return tokens[:end], True
+            string_end = self._stop_string_end(tokens[:end] if end else tokens, checked)
+            end = string_end if string_end is not None else end
+        if end is not None:
+            return tokens[:end], True
         return tokens, len(tokens) >= self.max_new_tokens
 
-    def _stop_string_end(self, tokens: list[int]) -> int | None:
-        if not any(s in self.tokenizer.decode(tokens) for s in self.stop_strings):
+    def _stop_string_end(self, tokens: list[int], checked: int) -> int | None:
+        """The shortest prefix of `tokens` (longer than `checked`) whose text holds a stop string, or None.
+
+        Only the text that can hold a new stop is decoded: the new tokens and, before them, as many tokens as the
+        longest stop string has characters (plus two for tokens whose bytes merge across a boundary), so each call
+        costs the new tokens, not the whole output.
+        """
+        if checked >= len(tokens):
             return None
-        for n in range(1, len(tokens) + 1):  # the shortest prefix that already contains a stop string
-            if any(s in self.tokenizer.decode(tokens[:n]) for s in self.stop_strings):
+        start = max(0, checked - max(map(len, self.stop_strings)) - 2)
+        if not self._holds_stop(tokens[start:]):
+            return None
+        for n in range(max(checked, start) + 1, len(tokens) + 1):
+            if self._holds_stop(tokens[start:n]):
                 return n
         return None
+
+    def _holds_stop(self, tokens: list[int]) -> bool:
+        text = self.tokenizer.decode(tokens)
+        return any(s in text for s in self.stop_strings)
 
 
 class TokenSink:
@@ -66,7 +88,7 @@ class TokenSink:
         if self._on_first_token is not None and new_tokens:
             self._on_first_token()
             self._on_first_token = None
-        self.tokens, self.done = self.stop.cut(self.tokens + list(new_tokens))
+        self.tokens, self.done = self.stop.cut(self.tokens + list(new_tokens), checked=len(self.tokens))
         return self.done
 
 
@@ -104,6 +126,74 @@ class Decoder:
 
 
 DECODERS: Registry[type[Decoder]] = Registry("decoder")
+
+_NOT_SETTINGS = ("self", "runner", "task")
+
+
+def declared_settings(decoder: type[Decoder]) -> dict[str, Any]:
+    """A decoder's settings and their types: the keyword parameters of its `__init__` after `runner` and `task`."""
+    hints = typing.get_type_hints(decoder.__init__)
+    return {name: hints.get(name, Any) for name, p in inspect.signature(decoder.__init__).parameters.items()
+            if name not in _NOT_SETTINGS and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+
+
+def check_settings(decoder: type[Decoder], name: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings converted to their declared types; an unknown key or a value of the wrong type is a one-line
+    HarnessError naming the decoder's settings and their types (so a typo fails before the model loads)."""
+    declared = declared_settings(decoder)
+    listing = ", ".join(f"{key} ({type_name(kind)})" for key, kind in declared.items()) or "none"
+    checked = {}
+    for key, value in settings.items():
+        if key not in declared:
+            raise HarnessError(f"{name} has no setting {key!r}; its settings: {listing}")
+        try:
+            checked[key] = convert_setting(declared[key], value)
+        except (TypeError, ValueError):
+            raise HarnessError(f"{name} setting {key}={value!r} is not {type_name(declared[key])}; "
+                               f"its settings: {listing}") from None
+    return checked
+
+
+def type_name(kind: Any) -> str:
+    """`int`, `list[int] | None`, ... as a user reads them."""
+    if isinstance(kind, type) and not typing.get_args(kind):
+        return kind.__name__
+    return re.sub(r"\b(?:\w+\.)+(\w+)", r"\1", str(kind)).replace("NoneType", "None")
+
+
+def convert_setting(kind: Any, value: Any) -> Any:
+    """`value` as type `kind` (ints pass as floats, "24+28" or 24 as list[int]); TypeError when it is not one."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if kind is Any or kind is inspect.Parameter.empty:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for member in args:
+            try:
+                return convert_setting(member, value)
+            except (TypeError, ValueError):
+                continue
+        raise TypeError(kind)
+    if kind is type(None):
+        if value is None:
+            return None
+        raise TypeError(kind)
+    if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if kind is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if origin is list:
+        if isinstance(value, str):
+            value = [part for part in re.split(r"[+, ]", value) if part]
+        elif isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(kind)
+        return [convert_setting(args[0], int(v) if args[0] is int and isinstance(v, str) else v) for v in value]
+    if origin is dict and isinstance(value, dict):
+        return value
+    if isinstance(kind, type) and kind not in (int, float) and isinstance(value, kind):
+        return value
+    raise TypeError(kind)
 
 
 def greedy(logits: torch.Tensor) -> list[int]:

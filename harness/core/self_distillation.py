@@ -41,7 +41,7 @@ def greedy_continuations(runner: ModelRunner, prompts_ids: list[list[int]], max_
             key = hashlib.sha1(json.dumps(ids).encode()).hexdigest()
             if key not in known:
                 cache = runner.new_cache(len(ids) + max_new_tokens)
-                tokens = [int(runner.forward(ids, cache)[-1].argmax())]
+                tokens = [int(runner.forward(ids, cache, last_only=True)[-1].argmax())]
                 while len(tokens) < max_new_tokens and tokens[-1] not in eos:
                     tokens.append(int(runner.forward(tokens[-1:], cache)[-1].argmax()))
                 known[key] = tokens

@@ -75,8 +75,8 @@ class SkipSearch:
         with torch.inference_mode():
             for ids, start in zip(sequences, prompt_lengths):
                 cache = runner.new_cache(len(ids))
-                runner.forward(ids[: start - 1], cache)
-                self.contexts.append((cache, ids[start - 1:-1], torch.tensor(ids[start:])))
+                runner.run_layers(runner.embed(ids[: start - 1]), cache)  # keys/values only: no logits needed
+                self.contexts.append((cache, ids[start - 1:-1], torch.tensor(ids[start:], device=runner.device)))
 
     @torch.inference_mode()
     def agreement(self, skip: SkipSet) -> float:

@@ -56,11 +56,12 @@ class DraftVerifyDecoder(Decoder):
         pending + drafts). May leave any slots beyond `committed` in the cache; the loop crops them."""
         raise NotImplementedError
 
-    def _propose(self, logits: torch.Tensor, position: int, depth: int) -> int:
-        """The draft token from draft logits [1, vocab], for cache `position`, the `depth`-th of its round (0-based).
+    def _propose(self, logits: torch.Tensor, position: int, depth: int) -> tuple[int, float | None]:
+        """The draft token from draft logits [1, vocab], for cache `position`, the `depth`-th of its round (0-based),
+        and the drafter's confidence in it (None here; adaptive drafters return a probability).
 
-        Greedy here; tests override it to plant drafts."""
-        return int(logits[-1].argmax())
+        Greedy, read with one host sync per drafted token; tests override it to plant drafts."""
+        return int(logits[-1].argmax()), None
 
     def _after_round(self, drafted: int, accepted: int) -> None:
         """Called after each verification (adaptive drafters tune themselves here)."""
@@ -72,7 +73,7 @@ class DraftVerifyDecoder(Decoder):
         cache = self.new_cache(prompt_ids, stop)
         sink = TokenSink(stop, on_first_token)
         stats = SpeculationStats(steps=1)
-        emitted = greedy(self.runner.forward(prompt_ids, cache)[-1:])
+        emitted = greedy(self.runner.forward(prompt_ids, cache, last_only=True))
         committed = len(prompt_ids)
         while not sink.add(emitted):
             budget = stop.max_new_tokens - len(sink.tokens) - 1  # the bonus token always comes on top

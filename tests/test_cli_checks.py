@@ -1,0 +1,69 @@
+"""Bad settings, budgets and data files are refused in one line before the model loads; the split is announced."""
+import json
+
+from test_bench_cli import one_line_error, run_cli
+
+NO_MODEL = ("--model", "/nonexistent/model.gguf")  # reached only if the check under test did not fire first
+
+
+def test_a_mistyped_setting_names_the_decoders_settings_before_the_model_loads():
+    out = run_cli("--decoders", "layerskip", "--set", "layerskip.speculatio=1", *NO_MODEL)
+    one_line_error(out, "layerskip has no setting 'speculatio'", "exit_layer (int)", "speculations (int)")
+
+
+def test_a_setting_of_the_wrong_type_is_refused():
+    out = run_cli("--decoders", "layerskip", "--set", "layerskip.speculations=abc", *NO_MODEL)
+    one_line_error(out, "speculations='abc' is not int")
+
+
+def test_the_help_example_setting_is_a_real_one():
+    one_line_error(run_cli("--decoders", "adadecode", "--set", "adadecode.threshold=0.9", *NO_MODEL),
+                   "adadecode has no setting 'threshold'", "gamma (float)")
+    out = run_cli("--decoders", "adadecode", "--set", "adadecode.gamma=0.9", *NO_MODEL)
+    assert out.returncode == 2 and "GGUF file" in out.stderr and "setting" not in out.stderr
+
+
+def test_sweep_grid_keys_are_checked_too():
+    out = run_cli("sweep", "--decoder", "layerskip", "--grid", "speculatio=2,4", *NO_MODEL)
+    one_line_error(out, "layerskip@speculatio=2 has no setting 'speculatio'")
+
+
+def test_zero_new_tokens_is_refused():
+    one_line_error(run_cli("--max-new-tokens", "0"), "--max-new-tokens must be 1 or more")
+
+
+def _gsm8k(tmp_path, lines):
+    (tmp_path / "gsm8k").mkdir()
+    (tmp_path / "gsm8k" / "test.jsonl").write_text("".join(line + "\n" for line in lines))
+    return str(tmp_path)
+
+
+ROW = json.dumps({"question": "What is 1 + 1?", "answer": "#### 2"})
+
+
+def test_a_malformed_line_names_file_and_line(tmp_path):
+    data = _gsm8k(tmp_path, [ROW, '{"question": "oops",'])
+    one_line_error(run_cli("--tasks", "gsm8k", "--data", data, "--train-rows", "0", *NO_MODEL),
+                   "gsm8k/test.jsonl line 2: not valid JSON")
+
+
+def test_a_missing_field_names_file_line_and_field(tmp_path):
+    data = _gsm8k(tmp_path, [ROW, json.dumps({"question": "What is 2 + 2?"})])
+    one_line_error(run_cli("--tasks", "gsm8k", "--data", data, "--train-rows", "0", *NO_MODEL),
+                   "gsm8k/test.jsonl line 2: no field 'answer'")
+
+
+def test_a_file_of_training_rows_only_is_refused_naming_train_rows(tmp_path):
+    data = _gsm8k(tmp_path, [ROW] * 5)
+    one_line_error(run_cli("--tasks", "gsm8k", "--data", data, *NO_MODEL),
+                   "all 5 rows", "reserved for training heads", "--train-rows")
+
+
+def test_the_split_is_announced_and_train_rows_moves_it(tmp_path):
+    data = _gsm8k(tmp_path, [ROW] * 5)
+    out = run_cli("--tasks", "gsm8k", "--data", data, "--train-rows", "3", "--limit", "1", "--max-new-tokens", "2",
+                  "--warmup", "0", "--device", "cpu", "--no-report", "--out", str(tmp_path / "run"))
+    assert out.returncode == 0, out.stderr
+    assert "gsm8k: 5 rows from" in out.stderr and "3 reserved for training heads (never scored), 2 scored" in out.stderr
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["tasks"]["gsm8k"]["training_rows"] == [0, 3]

@@ -1,0 +1,43 @@
+"""Every decoder's prefill computes the lm head on the last prompt position only (what it uses)."""
+import pytest
+import torch
+
+import decoders  # noqa: F401  (registers the decoders)
+from decoders.medusa import MedusaHeads
+from harness.core.decoding import DECODERS, StopCondition
+from harness.core.heads import ExitHead
+from harness.random_models import TINY, random_runner
+
+PROMPT = list(range(10, 60))  # 50 positions
+SETTINGS = {
+    "vanilla": {}, "hf_generate": {},
+    "layerskip": {"exit_layer": 3, "speculations": 2},
+    "self_speculative": {"skip_attention": [2], "skip_mlp": [4], "threshold": 0.0},
+    "adadecode": {"heads": {3: ExitHead(TINY["hidden_size"])}, "gamma": 0.0, "vocabulary": "full"},
+    "medusa": {"heads": MedusaHeads(2, TINY["hidden_size"]), "tree": "chain"},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return random_runner(TINY)
+
+
+@pytest.mark.parametrize("name", sorted(SETTINGS))
+def test_prefill_runs_the_lm_head_on_the_last_position_only(tiny, name):
+    assert set(SETTINGS) == set(DECODERS.names())
+    rows = []
+    hook = tiny.lm_head.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[-2]))
+    try:
+        decoder = DECODERS.get(name)(tiny, **SETTINGS[name])
+        decoder.generate(PROMPT, StopCondition(4, frozenset()))
+    finally:
+        hook.remove()
+    assert rows and max(rows) < 10, rows  # never the 50 prompt positions
+    assert rows[0] == 1  # the prefill's logits: one position
+
+
+def test_forward_last_only_gives_the_last_row_of_the_full_logits(tiny):
+    full = tiny.forward(PROMPT, tiny.new_cache(64))
+    last = tiny.forward(PROMPT, tiny.new_cache(64), last_only=True)
+    assert last.shape == (1, TINY["vocab_size"]) and torch.allclose(last, full[-1:], atol=1e-5)

@@ -1,0 +1,77 @@
+"""Resume refuses other data or another split, accepts a device written as cuda:0 or cuda; parity is counted."""
+import json
+
+import pytest
+import torch
+
+import tasks  # noqa: F401  (registers the tasks)
+from harness.core.errors import HarnessError
+from harness.meta import environment, write_meta
+from harness.summary import format_summary, summarize
+from tasks.base import TASKS
+
+
+def _meta(tasks_info, device="cpu"):
+    return {"model": "m", "dtype": "float32", "device": device, "max_new_tokens": None, "decoder_settings": {},
+            "tasks": tasks_info, "command_lines": ["run"]}
+
+
+def _gsm8k_file(folder, questions):
+    (folder / "gsm8k").mkdir(parents=True)
+    rows = [{"question": q, "answer": "#### 1"} for q in questions]
+    (folder / "gsm8k" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(folder)
+
+
+def test_a_rerun_with_other_data_is_refused(tmp_path):
+    first = TASKS.get("gsm8k")(_gsm8k_file(tmp_path / "a", ["q1", "q2"]), 0)
+    other = TASKS.get("gsm8k")(_gsm8k_file(tmp_path / "b", ["other", "rows"]), 0)
+    out = tmp_path / "run"
+    out.mkdir()
+    write_meta(out, _meta({"gsm8k": first.split_info()}))
+    write_meta(out, _meta({"gsm8k": first.split_info()}))  # the same data resumes
+    with pytest.raises(HarnessError, match="holds gsm8k rows from .*sha256.*use the same --data"):
+        write_meta(out, _meta({"gsm8k": other.split_info()}))
+
+
+def test_the_same_path_with_changed_content_is_refused(tmp_path):
+    data = _gsm8k_file(tmp_path / "a", ["q1", "q2"])
+    out = tmp_path / "run"
+    out.mkdir()
+    write_meta(out, _meta({"gsm8k": TASKS.get("gsm8k")(data, 0).split_info()}))
+    (tmp_path / "a" / "gsm8k" / "test.jsonl").write_text(json.dumps({"question": "new", "answer": "#### 2"}) + "\n")
+    with pytest.raises(HarnessError, match="sha256"):
+        write_meta(out, _meta({"gsm8k": TASKS.get("gsm8k")(data, 0).split_info()}))
+
+
+def test_another_split_is_refused(tmp_path):
+    data = _gsm8k_file(tmp_path / "a", ["q1", "q2", "q3"])
+    out = tmp_path / "run"
+    out.mkdir()
+    write_meta(out, _meta({"gsm8k": TASKS.get("gsm8k")(data, 0).split_info()}))
+    with pytest.raises(HarnessError, match="--train-rows"):
+        write_meta(out, _meta({"gsm8k": TASKS.get("gsm8k")(data, 1).split_info()}))
+
+
+def test_one_process_on_cuda_0_and_a_torchrun_launch_share_a_folder(tmp_path):
+    write_meta(tmp_path, _meta({}, device="cuda:0"))  # a folder written before the kind was recorded
+    write_meta(tmp_path, _meta({}, device="cuda"))
+    with pytest.raises(HarnessError, match="device"):
+        write_meta(tmp_path, _meta({}, device="cpu"))
+
+
+def test_the_meta_records_the_device_kind_and_its_facts():
+    class Runner:
+        name, dtype, device = "m", torch.float32, torch.device("cpu")
+
+    env = environment(Runner())
+    assert env["device"] == "cpu" and env["device_info"]["type"] == "cpu"
+    assert env["device_name"] == env["device_info"]["name"] != "x86_64"
+
+
+def test_the_summary_prints_parity_as_a_count():
+    rows = [{"decoder": "vanilla", "task": "t", "sample_id": i, "new_tokens": 1, "total_s": 1.0, "error": None,
+             "parity": None} for i in range(200)]
+    rows += [{"decoder": "fast", "task": "t", "sample_id": i, "new_tokens": 1, "total_s": 1.0, "error": None,
+              "parity": {"match": i != 7}} for i in range(200)]
+    assert "parity 199/200" in format_summary(summarize(rows))
