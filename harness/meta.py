@@ -17,6 +17,7 @@ from typing import Any
 import torch
 import transformers
 
+from harness.bandwidth import bandwidth_floor
 from harness.core.errors import HarnessError
 from harness.core.model_runner import ModelRunner
 from harness.device_info import describe_device
@@ -44,7 +45,7 @@ def environment(runner: ModelRunner) -> dict[str, Any]:
     info = describe_device(runner.device)
     return {"model": runner.name, "dtype": str(runner.dtype).removeprefix("torch."), "device": runner.device.type,
             "device_name": info["name"], "device_info": info, "kernel_path": runner.kernel_path,
-            "exact_chunks": runner.exact_chunks, "torch": torch.__version__,
+            "exact_chunks": runner.exact_chunks, "bandwidth": bandwidth_floor(runner), "torch": torch.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(), "git_commit": git_commit()}
 
 

@@ -119,6 +119,8 @@ class PackedBF16Stack:
     def run_layers(self, hidden, cache, start, end, positions, chunk_mask, skip_attention, skip_mlp):
         x = hidden[0]
         q_len = x.shape[0]
+        if q_len == 1:  # a shadow copy of the row: every kernel then sees two rows (see `PackedLinear`)
+            x = x.expand(2, -1)
         per_past: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         for i in range(start, end):
             layer = self.layers[i]
@@ -126,47 +128,54 @@ class PackedBF16Stack:
                 past = cache.lengths[i]
                 if past not in per_past:
                     per_past[past] = self._rotary_and_mask(past, q_len, cache.max_len, positions, chunk_mask)
-                x = self._attention(i, layer, x, cache, *per_past[past])
+                x = self._attention(i, layer, x, q_len, cache, *per_past[past])
             if i not in skip_mlp:
                 h = rms_norm(x, layer.post_norm)
                 x = x + layer.down(layer.up.times(h, layer.gate.silu(h)))
-        return x[None]
+        return x[None, :q_len]
 
     def _rotary_and_mask(self, past: int, q_len: int, max_len: int, positions: torch.Tensor | None,
                          chunk_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """cos/sin per row ([rows, 1, head_dim]) and the additive mask over the whole buffer ([rows, max_len]);
+        a single row comes with its shadow's copy."""
         runner = self.runner
         device = runner.device
         pos = positions if positions is not None else torch.arange(past, past + q_len, device=device)
-        cos, sin = runner._cos[pos][:, None], runner._sin[pos][:, None]  # [q, 1, head_dim]
         inner = chunk_mask if chunk_mask is not None else torch.ones(q_len, q_len, dtype=torch.bool,
                                                                      device=device).tril()
         visible = torch.zeros(q_len, max_len, dtype=torch.bool, device=device)
         visible[:, :past] = True
         visible[:, past:past + q_len] = inner
-        mask = torch.zeros(q_len, max_len, device=device).masked_fill_(~visible, float("-inf"))
-        return cos, sin, mask
+        if q_len == 1:
+            pos, visible = pos.expand(2), visible.expand(2, -1)
+        mask = torch.zeros(visible.shape, device=device).masked_fill_(~visible, float("-inf"))
+        return runner._cos[pos][:, None], runner._sin[pos][:, None], mask
 
-    def _attention(self, index: int, layer: _PackedLayer, x: torch.Tensor, cache, cos: torch.Tensor,
+    def _attention(self, index: int, layer: _PackedLayer, x: torch.Tensor, q_len: int, cache, cos: torch.Tensor,
                    sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        q_len, heads, kv_heads, dim = x.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
+        """Attention for the rows of x ([rows, d]; rows = q_len, or 2 for one row and its shadow); only the first
+        q_len rows' keys and values enter the cache."""
+        rows, heads, kv_heads, dim = x.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
         qkv = layer.qkv(rms_norm(x, layer.input_norm))
-        q, k, v = qkv.split([heads * dim, kv_heads * dim, kv_heads * dim], dim=-1)
-        q, k, v = q.view(q_len, heads, dim), k.view(q_len, kv_heads, dim), v.view(q_len, kv_heads, dim)
+        qk, v = qkv.split([(heads + kv_heads) * dim, kv_heads * dim], dim=-1)
+        qk, v = qk.view(rows, heads + kv_heads, dim), v.view(rows, kv_heads, dim)
         if layer.q_norm is not None:
-            q, k = layer.q_norm(q), layer.k_norm(k)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        cache.append(index, k.transpose(0, 1)[None], v.transpose(0, 1)[None])
+            qk = torch.cat([layer.q_norm(qk[:, :heads]), layer.k_norm(qk[:, heads:])], dim=1)
+        q, k = apply_rotary(qk, cos, sin).split([heads, kv_heads], dim=1)  # one rotary pass over q and k heads
+        cache.append(index, k[:q_len].transpose(0, 1)[None], v[:q_len].transpose(0, 1)[None])
         keys, values = cache.k[index, 0], cache.v[index, 0]  # the whole buffer: [kv_heads, max_len, dim]
         group = heads // kv_heads
         # rows ordered (kv head, query head in group, position): one batched matmul per kv head, no key copies
-        grouped = q.view(q_len, kv_heads, group, dim).permute(1, 2, 0, 3)
-        out = torch.empty(kv_heads, group, q_len, dim, dtype=x.dtype, device=x.device)
-        for lo in range(0, q_len, ATTENTION_BLOCK):
-            hi = min(lo + ATTENTION_BLOCK, q_len)
-            rows = grouped[:, :, lo:hi].reshape(kv_heads, group * (hi - lo), dim)
-            scores = torch.matmul(rows, keys.transpose(1, 2)).view(kv_heads, group, hi - lo, -1)
-            probs = torch.softmax(torch.add(mask[lo:hi], scores.float(), alpha=self.scaling), dim=-1)
-            out[:, :, lo:hi] = torch.matmul(probs.to(x.dtype).view(kv_heads, group * (hi - lo), -1),
-                                            values).view(kv_heads, group, hi - lo, dim)
-        return x + layer.o(out.permute(2, 0, 1, 3).reshape(q_len, heads * dim))
+        grouped = q.view(rows, kv_heads, group, dim).permute(1, 2, 0, 3)
+        blocks = [self._attend(grouped[:, :, lo:lo + ATTENTION_BLOCK], keys, values, mask[lo:lo + ATTENTION_BLOCK])
+                  for lo in range(0, rows, ATTENTION_BLOCK)]
+        out = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
+        return x + layer.o(out.permute(2, 0, 1, 3).reshape(rows, heads * dim))
 
+    def _attend(self, grouped: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        """Softmax attention of query rows [kv_heads, group, n, dim] over the whole key/value buffer."""
+        kv_heads, group, n, dim = grouped.shape
+        scores = torch.matmul(grouped.reshape(kv_heads, group * n, dim), keys.transpose(1, 2))
+        probs = torch.softmax(torch.add(mask, scores.view(kv_heads, group, n, -1).float(), alpha=self.scaling), -1)
+        return torch.matmul(probs.to(keys.dtype).view(kv_heads, group * n, -1), values).view(kv_heads, group, n, dim)
