@@ -37,6 +37,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1, help="unrecorded generations per decoder and task (default 1)")
     p.add_argument("--no-telemetry", action="store_true", help="do not measure memory (NVML sampler, peaks)")
     p.add_argument("--no-report", action="store_true", help="do not write the report (run.py report RUN_DIR does)")
+    p.add_argument("--no-train", action="store_true",
+                   help="stop when a decoder's trained heads are missing (default: train them with its default recipe)")
     return p
 
 
@@ -119,7 +121,10 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
     from harness.core.loading import load_runner, resolve_device
     from harness.distributed import World
     from harness.meta import command_line, device_name, environment, write_meta
-    from harness.summary import format_summary, summarize
+    from harness.recommended import resolve_settings
+    from harness.training import prepare_heads
+    from reports.run_files import load_run
+    from reports.summary import format_summary
     from tasks.base import TASKS
 
     world = World.from_env()  # rank 0 of 1, or this process's rank under torchrun
@@ -129,23 +134,31 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
         task.samples(args.limit)  # a missing data file or an unreachable hub fails before the model loads
     torch.manual_seed(SEED)
     runner = load_runner(args.model, args.dtype, str(device))
+    names = decoder_order(decoder_names)
+    task_names = [t.name for t in chosen_tasks]
+    explicit = {n: settings.get(n, {}) for n in names}
+    refuse = ("--no-train: leave it out to train them now" if args.no_train else
+              "under torchrun: train them first in one process" if world.distributed else None)
+    trained = prepare_heads(runner, explicit, task_names, args.data, refuse)
+    settings_used = resolve_settings(runner.name, explicit, task_names)
     world.start(device)
     try:
         out = Path(world.on_rank0(lambda: args.out or str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))))
         out.mkdir(parents=True, exist_ok=True)
-        names = decoder_order(decoder_names)
         meta = {**environment(runner), "world_size": world.world_size,
                 "device_names": world.gather(device_name(device)), "max_new_tokens": args.max_new_tokens,
                 "limit": args.limit, "split": "test", "seed": SEED, "warmup": args.warmup,
                 "telemetry": not args.no_telemetry, "decoders": names,
-                "decoder_settings": {n: settings.get(n, {}) for n in names},
+                "decoder_settings": explicit, "settings_used": settings_used,
                 "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()],
-                **extra_meta}
+                **({"trained_heads": trained} if trained else {}), **extra_meta}
         if world.distributed:
             meta["device"] = device.type  # ranks run on cuda:LOCAL_RANK; the folder records the kind, like one process
         world.on_rank0(lambda: write_meta(out, meta))
         config = BenchConfig(out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens, warmup=args.warmup,
-                             telemetry=not args.no_telemetry, decoder_settings=settings, world=world)
+                             telemetry=not args.no_telemetry, decoder_settings=settings, world=world,
+                             task_settings={task: {n: used["settings"] for n, used in by_name.items()}
+                                            for task, by_name in settings_used.items()})
         try:
             rows = run_benchmark(runner, decoder_names, chosen_tasks, config)
         except KeyboardInterrupt:
@@ -156,9 +169,13 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
         world.stop()
     if rows is None:  # ranks other than 0: rank 0 merged, summarizes and reports
         return 0, None
-    task_names = {t.name for t in chosen_tasks}
     print(f"results: {out / 'results.jsonl'}")
-    print(format_summary(summarize(r for r in rows.values() if r["task"] in task_names and r["decoder"] in names)))
+    run = load_run(out)
+    print(format_summary(run.rows[run.rows["task"].isin(task_names) & run.rows["decoder"].isin(names)], run.meta))
+    if trained:
+        print("trained heads this run (cached for later runs): " + "; ".join(
+            f"{t['kind']} for {t['task']} in {t['seconds'] / 60:.1f} min" for t in trained) +
+            f"; {sum(t['seconds'] for t in trained) / 60:.1f} min in all")
     return 0, out
 
 
@@ -264,14 +281,16 @@ def compare(argv: list[str]) -> int:
     p.add_argument("baseline", help="baseline run folder")
     p.add_argument("candidate", help="candidate run folder")
     p.add_argument("--max-slowdown", default="5%", help="largest allowed loss of tokens/s or speedup (5%% or 0.05)")
-    p.add_argument("--min-parity", type=float, default=1.0, help="lowest allowed parity rate of a decoder")
+    p.add_argument("--min-parity", type=float, default=1.0,
+                   help="lowest allowed share of samples without a parity mismatch (exact or near-tie; default 1.0)")
     p.add_argument("--max-quality-drop", type=float, default=0.02, help="largest allowed drop of a quality mean")
     args = p.parse_args(argv)
-    from reports.compare import Thresholds, find_regressions, parse_fraction
+    from reports.compare import Thresholds, parse_fraction, verdict_table
     from reports.run_files import load_run
 
     limits = Thresholds(parse_fraction(args.max_slowdown), args.min_parity, args.max_quality_drop)
-    regressions = find_regressions(load_run(args.baseline), load_run(args.candidate), limits)
+    table, regressions = verdict_table(load_run(args.baseline), load_run(args.candidate), limits)
+    print(table + "\n")
     for regression in regressions:
         print(regression)
     print(f"{len(regressions)} regression(s)" if regressions else "no regression")
