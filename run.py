@@ -232,10 +232,13 @@ def train_heads_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run.py train-heads", description="Train a decoder's heads for a task.")
     p.add_argument("--decoder", required=True, help="decoder whose heads to train (e.g. adadecode)")
     p.add_argument("--task", required=True, help="task whose training prompts (never scored) to use")
-    p.add_argument("--prompts", type=int, default=64, help="number of training prompts (a tenth is held out)")
-    p.add_argument("--max-new-tokens", type=int, default=96, help="length of the model's own greedy continuations")
-    p.add_argument("--steps", type=int, default=300, help="optimizer steps")
-    p.add_argument("--exit-layers", default=None, help="comma-separated layers for exit heads (default: the decoder's)")
+    p.add_argument("--prompts", type=int, default=None,
+                   help="number of training prompts, a tenth held out (default: the decoder's recipe, 150)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="length of the model's own greedy continuations (default: the decoder's recipe, 64)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the decoder's recipe)")
+    p.add_argument("--exit-layers", default=None,
+                   help="comma-separated layers for exit heads (default: the decoder's recipe)")
     p.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a hub id, a folder or a .gguf")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
@@ -250,12 +253,13 @@ def train_heads(argv: list[str]) -> int:
     from harness.core.loading import load_runner
     from harness.training import train_heads as train, trainable_decoder
 
-    trainable_decoder(args.decoder)
-    settings = {"max_new_tokens": args.max_new_tokens, "steps": args.steps}
-    if args.exit_layers:
-        settings["exit_layers"] = [int(layer) for layer in args.exit_layers.split(",")]
+    decoder = trainable_decoder(args.decoder)
     runner = load_runner(args.model, args.dtype, args.device)
-    path = train(runner, args.decoder, args.task, args.prompts, args.data, **settings)
+    settings = dict(decoder.default_recipe(runner))
+    given = {"prompts": args.prompts, "max_new_tokens": args.max_new_tokens, "steps": args.steps,
+             "exit_layers": args.exit_layers and [int(layer) for layer in args.exit_layers.split(",")]}
+    settings.update({key: value for key, value in given.items() if value is not None})
+    path = train(runner, args.decoder, args.task, settings.pop("prompts"), args.data, **settings)
     print(f"heads: {path}")
     return 0
 
@@ -345,12 +349,26 @@ def lm_eval(argv: list[str]) -> int:
     return 0
 
 
+USAGE = """usage: python run.py [COMMAND] [OPTIONS]   (python run.py --help for every option)
+
+  python run.py --decoders adadecode,vanilla --tasks xsum,humaneval --limit 20 --data ../shared/data
+      benchmark decoders against greedy decoding (missing trained heads are trained first)
+  python run.py report runs/<folder>
+      the verdict, figures and tables of a run (Markdown here, HTML in runs/<folder>/report)
+  python run.py compare BASELINE_RUN CANDIDATE_RUN
+      a verdict table of two runs; exits 1 on a regression
+
+other commands: sweep, train-heads, lm-eval; python run.py --list names the decoders and tasks"""
+
 COMMANDS = {"bench": bench, "sweep": sweep, "train-heads": train_heads, "report": report, "compare": compare,
             "lm-eval": lm_eval}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:  # a run over a whole task is never started by accident
+        print(USAGE)
+        return 0
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "bench"
     try:
         return COMMANDS[command](argv)

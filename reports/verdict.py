@@ -86,10 +86,13 @@ def verdict(rows: pd.DataFrame) -> pd.DataFrame:
     headline statistic (early rate where it has one, else mean accepted tokens per step)."""
     rows = rows.assign(parity_class=parity_classes(rows))
     pairs = paired_speedups(rows)
-    metric = next(iter(quality_metrics(rows)), None)
-    differences = _quality_differences(rows, metric) if metric else pd.DataFrame()
+    metrics = {task: next(iter(quality_metrics(part.dropna(axis=1, how="all"))), None)
+               for task, part in rows.groupby("task")}
+    differences = {task: _quality_differences(rows[rows["task"] == task], metric)
+                   for task, metric in metrics.items() if metric}
     records = {}
     for (task, decoder), group in rows.groupby(["task", "decoder"], sort=True):
+        metric = metrics[task]
         done = finished(group)
         ratios = pairs.loc[(pairs["task"] == task) & (pairs["decoder"] == decoder)]
         record = {"samples": len(group), "errors": len(group) - len(done),
@@ -107,8 +110,7 @@ def verdict(rows: pd.DataFrame) -> pd.DataFrame:
                                                                   "parity.first_divergence").dropna()]
         if metric:
             record.update({"quality metric": metric, "quality": column(done, f"quality.{metric}").mean()})
-            mine = differences[(differences["task"] == task) & (differences["decoder"] == decoder)] \
-                if len(differences) else differences
+            mine = differences[task][differences[task]["decoder"] == decoder]
             if decoder != REFERENCE and len(mine):
                 low, high = bootstrap_interval(mine["difference"], np.mean)
                 record.update({"quality difference": mine["difference"].mean(), "quality difference low": low,
@@ -163,6 +165,7 @@ def warnings(rows: pd.DataFrame, table: pd.DataFrame, meta: dict | None = None) 
             first = rows.loc[(rows["task"] == task) & (rows["decoder"] == decoder), "error"].dropna()
             found.append(Warning(FAILURE, f"ERRORS: {decoder} on {task}: {int(r['errors'])} of {int(r['samples'])} "
                                           f"samples failed (first: {first.iloc[0] if len(first) else '?'})"))
+    few = []
     for (task, decoder), r in table.iterrows():
         if decoder != REFERENCE and r.get("near_tie", 0) > 0:
             found.append(Warning(NOTE, f"near-tie: {decoder} on {task}: {int(r['near_tie'])} samples diverge from "
@@ -172,9 +175,11 @@ def warnings(rows: pd.DataFrame, table: pd.DataFrame, meta: dict | None = None) 
         if decoder != REFERENCE and needed == needed and needed is not None:
             interval = (f"95 % CI {r['speed-up low']:.3f}–{r['speed-up high']:.3f}"
                         if r["speed-up low"] == r["speed-up low"] else "no interval")
-            found.append(Warning(CAUTION, f"FEW SAMPLES: {decoder} on {task}: speed-up {r['speed-up']:.3f} from "
-                                          f"{int(r['paired'])} paired samples ({interval}); a firm figure (n ≥ "
-                                          f"{MIN_SAMPLES}, ±{MAX_HALF_WIDTH:.0%}) needs about {int(needed)}"))
+            few.append(f"{decoder} on {task}: {r['speed-up']:.3f} from {int(r['paired'])} samples ({interval}), "
+                       f"needs about {int(needed)}")
+    if few:
+        found.append(Warning(CAUTION, f"FEW SAMPLES for a firm speed-up (n ≥ {MIN_SAMPLES} and a 95 % interval "
+                                      f"within ±{MAX_HALF_WIDTH:.0%}): " + "; ".join(few)))
     far = outliers(paired_speedups(rows))
     for (task, decoder), group in (far.groupby(["task", "decoder"]) if len(far) else []):
         named = ", ".join(f"{s} ({x:.2f}x)" for s, x in zip(group["sample_id"], group["speedup"]))
