@@ -203,6 +203,9 @@ def sweep_parser() -> argparse.ArgumentParser:
                    help="a setting and its values (repeatable: the grid is every combination)")
     p.add_argument("--set", action="append", default=[], metavar="DECODER.KEY=VALUE",
                    help="a setting shared by every point (repeatable), as for bench")
+    p.add_argument("--recommend", action="store_true",
+                   help="store each task's fastest point without errors or parity mismatches with the decoder's "
+                        "trained heads, as its recommended setting")
     return add_run_arguments(p)
 
 
@@ -216,6 +219,8 @@ def sweep(argv: list[str]) -> int:
 
     check_counts(args)
     DECODERS.get(args.decoder)
+    if args.recommend and not hasattr(DECODERS.get(args.decoder), "default_recipe"):
+        raise HarnessError(f"--recommend stores a setting with the decoder's trained heads; {args.decoder} has none")
     grid = parse_grid(args.grid)
     fixed = parse_settings(args.set, [args.decoder]).get(args.decoder, {})
     variants = sweep_variants(args.decoder, grid, fixed)
@@ -225,7 +230,28 @@ def sweep(argv: list[str]) -> int:
         return code
     csv = write_sweep_csv(out)
     print(f"sweep: {csv}" + ("" if args.no_report else f"; report: {write_report(out).html}"))
+    if args.recommend:
+        recommend(args.decoder, out, csv, list(grid))
     return 0
+
+
+def recommend(decoder: str, out: Path, csv: Path, keys: list[str]) -> None:
+    """Stores each task's fastest lossless sweep point with the decoder's heads (`harness.recommended`)."""
+    import pandas as pd
+
+    from harness.recommended import best_lossless_point, store_recommendation
+
+    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    for task, points in pd.read_csv(csv).groupby("task"):
+        best = best_lossless_point(points.to_dict("records"))
+        if best is None:
+            print(f"recommend: no point on {task} without errors and parity mismatches; nothing stored")
+            continue
+        used = meta["settings_used"][task][best["variant"]]["settings"]
+        source = (f"run.py sweep {out} on {task}: fastest of {len(points)} points without errors or parity "
+                  f"mismatches, speed-up {best['speedup']:.3f} (median of {int(best['samples'])} per-sample ratios)")
+        path = store_recommendation(meta["model"], decoder, task, used, source)
+        print(f"recommend: {task}: {', '.join(f'{k}={used[k]}' for k in keys)} stored in {path}")
 
 
 def train_heads_parser() -> argparse.ArgumentParser:

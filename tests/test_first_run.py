@@ -12,7 +12,8 @@ import pytest
 from decoders.adadecode import AdaDecode
 from harness.core.errors import HarnessError
 from harness.core.heads import read_metadata
-from harness.recommended import MEASURED, best_lossless_point, resolve_settings
+from harness.recommended import (MEASURED, best_lossless_point, recommendation, resolve_settings,
+                                 store_recommendation)
 from harness.training import missing_heads, prepare_heads
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +54,13 @@ def test_missing_heads_are_trained_once_with_the_recipe_and_carry_the_recommenda
     assert used["adadecode@gamma=0.5"]["settings"] == {"gamma": 0.5, "exit_layers": "24+28"}
     assert "--set: gamma" in used["adadecode@gamma=0.5"]["source"]
     assert used["vanilla"] == {"settings": {}, "source": "the decoder's defaults (no measured recommendation)"}
+
+    store_recommendation(runner.name, "adadecode", "gsm8k", {"gamma": 0.8}, "run.py sweep runs/x on gsm8k")
+    advice = recommendation(runner.name, "adadecode", "gsm8k")
+    assert advice["settings"] == {"gamma": 0.8} and advice["source"].startswith("run.py sweep runs/x on gsm8k (")
+    assert read_metadata(path)["layers"] == [24, 26, 28]  # the heads themselves are kept
+    with pytest.raises(HarnessError, match="no trained heads of its own"):
+        store_recommendation(runner.name, "layerskip", "gsm8k", {}, "x")
 
 
 def test_best_lossless_point_skips_mismatches_and_errors():
