@@ -75,12 +75,12 @@ def missing_heads(runner: ModelRunner, settings: dict[str, dict], task_names: li
     return {need: why for need in needs.values() if (why := need.missing())}
 
 
-def seconds_per_token(runner: ModelRunner, probes: int = 6) -> float:
-    """The runner's median time for one decoding step (one token after a short context), measured now."""
+def seconds_per_token(runner: ModelRunner, context: int, probes: int = 6) -> float:
+    """The runner's median time for one decoding step after `context` tokens (a typical training prompt), now."""
     times = []
     with torch.inference_mode():
-        cache = runner.new_cache(16 + probes)
-        runner.forward([0] * 16, cache)
+        cache = runner.new_cache(context + probes)
+        runner.forward([0] * context, cache)
         for _ in range(probes):
             start = time.perf_counter()
             runner.forward([0], cache)
@@ -102,21 +102,24 @@ def prepare_heads(runner: ModelRunner, settings: dict[str, dict], task_names: li
         need, why = next(iter(missing.items()))
         raise HarnessError(f"{why}; train them with: {need.command()} ({refuse})")
     trained = []
-    step_s = seconds_per_token(runner) if missing else 0.0
     for need in missing:
         recipe = dict(DECODERS.get(need.kind).default_recipe(runner))
         if need.exit_layers:
             recipe["exit_layers"] = sorted(set(recipe.get("exit_layers", ())) | set(need.exit_layers))
         n_prompts = recipe.pop("prompts")
         task = TASKS.get(need.task)(data)
-        rows = training_rows(task, len(task.training_prompts(n_prompts)))
+        prompts = task.training_prompts(n_prompts)
+        rows = training_rows(task, len(prompts))
+        lengths = sorted(len(encode_prompt(p, runner.tokenizer, task.use_chat_template)) for p in prompts)
+        step_s = seconds_per_token(runner, lengths[len(lengths) // 2] + recipe["max_new_tokens"] // 2 if lengths else 16)
         layers = f" at exit layers {', '.join(map(str, recipe['exit_layers']))}" if "exit_layers" in recipe else ""
         estimate = n_prompts * recipe["max_new_tokens"] * step_s
         print(f"note: no usable {need.kind} heads for {need.task} ({need.missing()}); training them now with the "
               f"default recipe{layers}: {recipe['max_new_tokens']} generated tokens on each of {rows}, then "
-              f"{recipe['steps']} training steps. The generations take about {minutes(estimate)} at the measured "
-              f"{step_s * 1e3:.0f} ms per token (at most: a generation may stop early); hidden states and training "
-              f"steps follow. Saved to {need.path} for later runs (--no-train stops instead).",
+              f"{recipe['steps']} training steps. The generations take about {minutes(estimate)} at the "
+              f"{step_s * 1e3:.0f} ms per token measured now at a typical prompt's length (less where one stops "
+              f"early; prefills, hidden states and training steps come on top). Saved to {need.path} for later runs "
+              f"(--no-train stops instead).",
               file=sys.stderr, flush=True)
         start = time.perf_counter()
         path = train_heads(runner, need.kind, need.task, n_prompts, data, **recipe)
