@@ -40,6 +40,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=1, help="unrecorded generations per decoder and task (default 1)")
     p.add_argument("--no-telemetry", action="store_true", help="do not measure memory (NVML sampler, peaks)")
     p.add_argument("--no-report", action="store_true", help="do not write the report (run.py report RUN_DIR does)")
+    p.add_argument("--no-train", action="store_true",
+                   help="stop when a decoder's trained heads are missing (default: train them with its default recipe)")
     return p
 
 
@@ -127,7 +129,10 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
     from harness.core.loading import load_runner, resolve_device
     from harness.distributed import World
     from harness.meta import command_line, device_name, environment, write_meta
-    from harness.summary import format_summary, summarize
+    from harness.recommended import resolve_settings
+    from harness.training import prepare_heads
+    from reports.run_files import load_run
+    from reports.summary import format_summary
     from tasks.base import TASKS
 
     settings = {name: check_settings(DECODERS.get(base_decoder(name)), name, values)
@@ -146,21 +151,29 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
     torch.manual_seed(SEED)
     runner = load_runner(args.model, args.dtype, str(device), max_context=lambda tokenizer: longest_sequence(
         chosen_tasks, tokenizer, args.limit, args.max_new_tokens))
+    names = decoder_order(decoder_names)
+    task_names = [t.name for t in chosen_tasks]
+    explicit = {n: settings.get(n, {}) for n in names}
+    refuse = ("--no-train: leave it out to train them now" if args.no_train else
+              "under torchrun: train them first in one process" if world.distributed else None)
+    trained = prepare_heads(runner, explicit, task_names, args.data, refuse)
+    settings_used = resolve_settings(runner.name, explicit, task_names)
     world.start(device)
     try:
         out = Path(world.on_rank0(lambda: args.out or str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))))
         out.mkdir(parents=True, exist_ok=True)
-        names = decoder_order(decoder_names)
         meta = {**environment(runner), "world_size": world.world_size,
                 "device_names": world.gather(device_name(device)), "max_new_tokens": args.max_new_tokens,
                 "limit": args.limit, "split": "test", "seed": SEED, "warmup": args.warmup,
                 "telemetry": not args.no_telemetry, "decoders": names,
-                "decoder_settings": {n: settings.get(n, {}) for n in names},
+                "decoder_settings": explicit, "settings_used": settings_used,
                 "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()],
-                **extra_meta}
+                **({"trained_heads": trained} if trained else {}), **extra_meta}
         world.on_rank0(lambda: write_meta(out, meta))
         config = BenchConfig(out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens, warmup=args.warmup,
-                             telemetry=not args.no_telemetry, decoder_settings=settings, world=world)
+                             telemetry=not args.no_telemetry, decoder_settings=settings, world=world,
+                             task_settings={task: {n: used["settings"] for n, used in by_name.items()}
+                                            for task, by_name in settings_used.items()})
         try:
             rows = run_benchmark(runner, decoder_names, chosen_tasks, config)
         except KeyboardInterrupt:
@@ -171,9 +184,13 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
         world.stop()
     if rows is None:  # ranks other than 0: rank 0 merged, summarizes and reports
         return 0, None
-    task_names = {t.name for t in chosen_tasks}
     print(f"results: {out / 'results.jsonl'}")
-    print(format_summary(summarize(r for r in rows.values() if r["task"] in task_names and r["decoder"] in names)))
+    run = load_run(out)
+    print(format_summary(run.rows[run.rows["task"].isin(task_names) & run.rows["decoder"].isin(names)], run.meta))
+    if trained:
+        print("trained heads this run (cached for later runs): " + "; ".join(
+            f"{t['kind']} for {t['task']} in {t['seconds'] / 60:.1f} min" for t in trained) +
+            f"; {sum(t['seconds'] for t in trained) / 60:.1f} min in all")
     return 0, out
 
 
@@ -210,6 +227,9 @@ def sweep_parser() -> argparse.ArgumentParser:
                    help="a setting and its values (repeatable: the grid is every combination)")
     p.add_argument("--set", action="append", default=[], metavar="DECODER.KEY=VALUE",
                    help="a setting shared by every point (repeatable), as for bench")
+    p.add_argument("--recommend", action="store_true",
+                   help="store each task's fastest point without errors or parity mismatches with the decoder's "
+                        "trained heads, as its recommended setting")
     return add_run_arguments(p)
 
 
@@ -223,6 +243,8 @@ def sweep(argv: list[str]) -> int:
 
     check_counts(args)
     DECODERS.get(args.decoder)
+    if args.recommend and not hasattr(DECODERS.get(args.decoder), "default_recipe"):
+        raise HarnessError(f"--recommend stores a setting with the decoder's trained heads; {args.decoder} has none")
     grid = parse_grid(args.grid)
     fixed = parse_settings(args.set, [args.decoder]).get(args.decoder, {})
     variants = sweep_variants(args.decoder, grid, fixed)
@@ -232,17 +254,41 @@ def sweep(argv: list[str]) -> int:
         return code
     csv = write_sweep_csv(out)
     print(f"sweep: {csv}" + ("" if args.no_report else f"; report: {write_report(out).html}"))
+    if args.recommend:
+        recommend(args.decoder, out, csv, list(grid))
     return 0
+
+
+def recommend(decoder: str, out: Path, csv: Path, keys: list[str]) -> None:
+    """Stores each task's fastest lossless sweep point with the decoder's heads (`harness.recommended`)."""
+    import pandas as pd
+
+    from harness.recommended import best_lossless_point, store_recommendation
+
+    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    for task, points in pd.read_csv(csv).groupby("task"):
+        best = best_lossless_point(points.to_dict("records"))
+        if best is None:
+            print(f"recommend: no point on {task} without errors and parity mismatches; nothing stored")
+            continue
+        used = meta["settings_used"][task][best["variant"]]["settings"]
+        source = (f"run.py sweep {out} on {task}: fastest of {len(points)} points without errors or parity "
+                  f"mismatches, speed-up {best['speedup']:.3f} (median of {int(best['samples'])} per-sample ratios)")
+        path = store_recommendation(meta["model"], decoder, task, used, source)
+        print(f"recommend: {task}: {', '.join(f'{k}={used[k]}' for k in keys)} stored in {path}")
 
 
 def train_heads_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="run.py train-heads", description="Train a decoder's heads for a task.")
     p.add_argument("--decoder", required=True, help="decoder whose heads to train (e.g. adadecode)")
     p.add_argument("--task", required=True, help="task whose training prompts (never scored) to use")
-    p.add_argument("--prompts", type=int, default=64, help="number of training prompts (a tenth is held out)")
-    p.add_argument("--max-new-tokens", type=int, default=96, help="length of the model's own greedy continuations")
-    p.add_argument("--steps", type=int, default=300, help="optimizer steps")
-    p.add_argument("--exit-layers", default=None, help="comma-separated layers for exit heads (default: the decoder's)")
+    p.add_argument("--prompts", type=int, default=None,
+                   help="number of training prompts, a tenth held out (default: the decoder's recipe, 150)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="length of the model's own greedy continuations (default: the decoder's recipe, 64)")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the decoder's recipe)")
+    p.add_argument("--exit-layers", default=None,
+                   help="comma-separated layers for exit heads (default: the decoder's recipe)")
     p.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a hub id, a folder or a .gguf")
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a CPU with bf16 hardware, else float32), "
                    "float32, bfloat16 or float16")
@@ -258,12 +304,13 @@ def train_heads(argv: list[str]) -> int:
     from harness.core.loading import load_runner
     from harness.training import train_heads as train, trainable_decoder
 
-    trainable_decoder(args.decoder)
-    settings = {"max_new_tokens": args.max_new_tokens, "steps": args.steps}
-    if args.exit_layers:
-        settings["exit_layers"] = [int(layer) for layer in args.exit_layers.split(",")]
+    decoder = trainable_decoder(args.decoder)
     runner = load_runner(args.model, args.dtype, args.device)
-    path = train(runner, args.decoder, args.task, args.prompts, args.data, **settings)
+    settings = dict(decoder.default_recipe(runner))
+    given = {"prompts": args.prompts, "max_new_tokens": args.max_new_tokens, "steps": args.steps,
+             "exit_layers": args.exit_layers and [int(layer) for layer in args.exit_layers.split(",")]}
+    settings.update({key: value for key, value in given.items() if value is not None})
+    path = train(runner, args.decoder, args.task, settings.pop("prompts"), args.data, **settings)
     print(f"heads: {path}")
     return 0
 
@@ -289,14 +336,16 @@ def compare(argv: list[str]) -> int:
     p.add_argument("baseline", help="baseline run folder")
     p.add_argument("candidate", help="candidate run folder")
     p.add_argument("--max-slowdown", default="5%", help="largest allowed loss of tokens/s or speedup (5%% or 0.05)")
-    p.add_argument("--min-parity", type=float, default=1.0, help="lowest allowed parity rate of a decoder")
+    p.add_argument("--min-parity", type=float, default=1.0,
+                   help="lowest allowed share of samples without a parity mismatch (exact or near-tie; default 1.0)")
     p.add_argument("--max-quality-drop", type=float, default=0.02, help="largest allowed drop of a quality mean")
     args = p.parse_args(argv)
-    from reports.compare import Thresholds, find_regressions, parse_fraction
+    from reports.compare import Thresholds, parse_fraction, verdict_table
     from reports.run_files import load_run
 
     limits = Thresholds(parse_fraction(args.max_slowdown), args.min_parity, args.max_quality_drop)
-    regressions = find_regressions(load_run(args.baseline), load_run(args.candidate), limits)
+    table, regressions = verdict_table(load_run(args.baseline), load_run(args.candidate), limits)
+    print(table + "\n")
     for regression in regressions:
         print(regression)
     print(f"{len(regressions)} regression(s)" if regressions else "no regression")
@@ -351,12 +400,26 @@ def lm_eval(argv: list[str]) -> int:
     return 0
 
 
+USAGE = """usage: python run.py [COMMAND] [OPTIONS]   (python run.py --help for every option)
+
+  python run.py --decoders adadecode,vanilla --tasks xsum,humaneval --limit 20 --data ../shared/data
+      benchmark decoders against greedy decoding (missing trained heads are trained first)
+  python run.py report runs/<folder>
+      the verdict, figures and tables of a run (Markdown here, HTML in runs/<folder>/report)
+  python run.py compare BASELINE_RUN CANDIDATE_RUN
+      a verdict table of two runs; exits 1 on a regression
+
+other commands: sweep, train-heads, lm-eval; python run.py --list names the decoders and tasks"""
+
 COMMANDS = {"bench": bench, "sweep": sweep, "train-heads": train_heads, "report": report, "compare": compare,
             "lm-eval": lm_eval}
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv:  # a run over a whole task is never started by accident
+        print(USAGE)
+        return 0
     command = argv.pop(0) if argv and argv[0] in COMMANDS else "bench"
     try:
         return COMMANDS[command](argv)

@@ -34,12 +34,15 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from harness.core.decoding import DECODERS, Decoder, Generation, TokenSink, greedy
-from harness.core.heads import ExitHead, exit_heads, heads_file, load_heads, save_heads
+from harness.core.heads import ExitHead, HeadsNeed, exit_heads, heads_file, load_heads, save_heads
 from harness.core.errors import HarnessError
 from harness.core.model_runner import ModelRunner
 from harness.core.self_distillation import collect_hidden_states, greedy_continuations
 
 KIND = "adadecode"
+# The README's measured heads: exits at these layers of a 30-layer model (scaled to other depths), 150 training
+# prompts with 64 generated tokens each, 800 steps.
+RECIPE_EXITS_OF_30 = (16, 20, 22, 24, 26, 28)
 
 
 @dataclass
@@ -108,6 +111,20 @@ class AdaDecode(Decoder):
             raise HarnessError(f"no trained exit head for layers {missing}; trained: {sorted(self.heads)}")
         self._candidate_ids: torch.Tensor | None = None
         self._candidate_weight: torch.Tensor | None = None
+
+    @classmethod
+    def heads_needed(cls, model_name: str, task: str | None, settings: dict) -> HeadsNeed | None:
+        if task is None or "heads" in settings or "heads_path" in settings:
+            return None
+        layers = settings.get("exit_layers")
+        return HeadsNeed(KIND, task, heads_file(model_name, KIND, task),
+                         tuple(parse_layers(layers)) if layers is not None else ())
+
+    @classmethod
+    def default_recipe(cls, runner: ModelRunner) -> dict:
+        """`train-heads` settings of the README's measured heads, the exits scaled to the model's depth."""
+        exits = sorted({min(runner.n_layers - 1, round(runner.n_layers * e / 30)) for e in RECIPE_EXITS_OF_30})
+        return {"prompts": 150, "max_new_tokens": 64, "steps": 800, "exit_layers": exits}
 
     def _load(self, path) -> None:
         tensors, self.metadata = load_heads(path)

@@ -18,11 +18,12 @@ import torch
 
 from harness.core.decoding import DECODERS
 from harness.core.errors import HarnessError
-from harness.core.heads import ExitHead, exit_heads, heads_file, load_heads, train_command
+from harness.core.heads import ExitHead, HeadsNeed, exit_heads, heads_file, load_heads, train_command
 from harness.core.speculation import DraftVerifyDecoder
 
 TRAINED_EXITS = "adadecode"  # the decoder whose `train-heads` writes exit heads
 OWN_HEAD = "model"  # exit_head value for the model's own final norm and lm head (the default)
+DEFAULT_EXIT_LAYER = 20
 
 
 @DECODERS.register("layerskip")
@@ -30,7 +31,7 @@ class LayerSkip(DraftVerifyDecoder):
     """Settings: `exit_layer` (20), `speculations` (4), `exit_head` (None or `"model"`: the model's own head;
     `"adadecode"`, a heads file's path or an `ExitHead`: a trained exit head at `exit_layer`)."""
 
-    def __init__(self, runner, task=None, exit_layer: int = 20, speculations: int = 4,
+    def __init__(self, runner, task=None, exit_layer: int = DEFAULT_EXIT_LAYER, speculations: int = 4,
                  exit_head: ExitHead | str | None = None) -> None:
         super().__init__(runner, task, exit_layer=exit_layer, speculations=speculations, exit_head=exit_head)
         if not 0 < exit_layer < runner.n_layers:
@@ -41,6 +42,13 @@ class LayerSkip(DraftVerifyDecoder):
         self.speculations = speculations
         self.exit_head = None if exit_head in (None, OWN_HEAD) else \
             exit_head if isinstance(exit_head, ExitHead) else self._load_exit_head(str(exit_head))
+
+    @classmethod
+    def heads_needed(cls, model_name: str, task: str | None, settings: dict) -> HeadsNeed | None:
+        if settings.get("exit_head") != TRAINED_EXITS or task is None:
+            return None
+        return HeadsNeed(TRAINED_EXITS, task, heads_file(model_name, TRAINED_EXITS, task),
+                         (int(settings.get("exit_layer", DEFAULT_EXIT_LAYER)),))
 
     def _load_exit_head(self, source: str) -> ExitHead:
         """The trained head at `exit_layer` from the heads file `source` names; a missing one names the command."""

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from harness.core.decoding import DECODERS, Decoder, Generation, TokenSink, greedy
 from harness.core.errors import HarnessError
-from harness.core.heads import heads_file, load_heads, save_heads
+from harness.core.heads import HeadsNeed, heads_file, load_heads, save_heads
 from harness.core.kv_cache import LayeredKVCache
 from harness.core.model_runner import ModelRunner
 from harness.core.self_distillation import collect_hidden_states, greedy_continuations
@@ -74,6 +74,17 @@ class Medusa(Decoder):
             raise HarnessError(f"tree depth {self.tree.depth} exceeds the {self.heads.n_heads} trained heads; "
                                "use a shallower tree or train more heads (--heads)")
         self._mask = self.tree.mask(runner.device)
+
+    @classmethod
+    def heads_needed(cls, model_name: str, task: str | None, settings: dict) -> HeadsNeed | None:
+        if task is None or settings.get("heads") is not None:
+            return None
+        return HeadsNeed("medusa", task, heads_file(model_name, "medusa", task))
+
+    @classmethod
+    def default_recipe(cls, runner: ModelRunner) -> dict:
+        """`train-heads` settings of the README's measured heads (150 prompts, 64 tokens each, 300 steps)."""
+        return {"prompts": 150, "max_new_tokens": 64, "steps": 300}
 
     def _generate(self, prompt_ids, stop, on_first_token):
         runner = self.runner

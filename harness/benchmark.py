@@ -35,6 +35,8 @@ class BenchConfig:
     warmup: int = 1
     telemetry: bool = True
     decoder_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # per task, the settings each decoder is built with (explicit ones plus recommendations); wins over the above
+    task_settings: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     world: World = field(default_factory=World)
 
 
@@ -98,7 +100,7 @@ def run_task(runner: ModelRunner, store: ResultStore, measurer: Measurer, names:
         return
     stop = StopCondition(config.max_new_tokens or task.max_new_tokens, frozenset(runner.eos_token_ids),
                          task.stop_strings, runner.tokenizer)
-    settings = config.decoder_settings
+    settings = config.task_settings.get(task.name, config.decoder_settings)
     decoders = {n: DECODERS.get(base_decoder(n))(runner, task=task.name, **settings.get(n, {}))
                 for n in dict.fromkeys(n for _, n in pending)}
     warm_up(decoders, task.prompt_ids(pending[0][0], runner.tokenizer), stop, config.warmup)

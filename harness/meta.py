@@ -86,7 +86,17 @@ def write_meta(out_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
                 raise HarnessError(f"{out_dir} holds {name} rows made with settings {old['decoder_settings'][name]}, "
                                    f"not {settings}; use another --out")
         check_task_data(out_dir, old["tasks"], meta["tasks"])
+        old_used = old.get("settings_used", {})
+        for task, by_name in meta.get("settings_used", {}).items():
+            for name, used in by_name.items():
+                before = old_used.get(task, {}).get(name)
+                if before is not None and before["settings"] != used["settings"]:
+                    raise HarnessError(f"{out_dir} holds {name} rows on {task} made with {before['settings']}, not "
+                                       f"{used['settings']} ({used['source']}); pass the old settings with --set or "
+                                       f"use another --out")
         meta = {**old, **meta, "decoder_settings": {**old["decoder_settings"], **meta["decoder_settings"]},
+                "settings_used": {task: {**old_used.get(task, {}), **meta.get("settings_used", {}).get(task, {})}
+                                  for task in {**old_used, **meta.get("settings_used", {})}},
                 "tasks": {**old["tasks"], **meta["tasks"]},
                 "command_lines": old.get("command_lines", []) + meta["command_lines"]}
     path.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

@@ -15,6 +15,7 @@ SPEEDUP_TOTALS = "speedup (ratio of totals)"
 HEADLINE_QUALITY = ("rougeL", "pass@1", "exact_match")
 STAT_COUNTERS = ("steps", "drafted", "accepted")  # shown pooled as acceptance, not averaged
 MIB = 2 ** 20
+PARITY_CLASSES = ("exact", "near_tie", "mismatch")  # the runner's `parity.class`; near-ties are not failures
 
 
 def finished(rows: pd.DataFrame) -> pd.DataFrame:
@@ -23,6 +24,16 @@ def finished(rows: pd.DataFrame) -> pd.DataFrame:
     if "error" in rows:
         ok &= rows["error"].isna()
     return rows[ok]
+
+
+def parity_classes(rows: pd.DataFrame) -> pd.Series:
+    """Each row's parity class; rows without one read `parity.match` (True: exact, False: mismatch); None where
+    parity was not checked (vanilla, errors)."""
+    match = rows["parity.match"] if "parity.match" in rows else pd.Series(None, index=rows.index, dtype=object)
+    fallback = match.map(lambda m: None if m is None or m != m else ("exact" if m else "mismatch"))
+    if "parity.class" not in rows:
+        return fallback
+    return rows["parity.class"].where(rows["parity.class"].notna(), fallback)
 
 
 def paired_speedups(rows: pd.DataFrame) -> pd.DataFrame:
@@ -77,6 +88,10 @@ def group_summary(group: pd.DataFrame, quality: list[str], stats: list[str]) -> 
     out = {"samples": len(group), "errors": errors, "tok/s median": tps.median(),
            "tok/s IQR": tps.quantile(0.75) - tps.quantile(0.25),
            "TTFT median ms": column(done, "ttft_s").median() * 1e3, "parity rate": column(group, "parity.match").mean()}
+    classes = parity_classes(group).dropna()
+    if len(classes):  # counts, and the share without a mismatch (near-ties pass), which `compare` gates on
+        out.update({f"parity {c.replace('_', '-')}": int((classes == c).sum()) for c in PARITY_CLASSES})
+        out["parity ok rate"] = (classes != "mismatch").mean()
     out.update({m: column(done, f"quality.{m}").mean() for m in quality})
     drafted, accepted = column(done, "stats.drafted").sum(min_count=1), column(done, "stats.accepted").sum(min_count=1)
     out["acceptance (pooled)"] = accepted / drafted if drafted else float("nan")

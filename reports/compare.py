@@ -10,14 +10,20 @@ import math
 from dataclasses import dataclass
 
 from harness.core.errors import HarnessError
+import pandas as pd
+
 from reports.aggregate import SPEEDUP_MEDIAN, quality_metrics, summarize
 from reports.run_files import REFERENCE, Run
+
+
+PARITY_OK = "parity ok rate"  # share of checked samples without a mismatch: exact and near-tie both pass
+PARITY_OK_LABEL = "parity (exact + near-tie)"
 
 
 @dataclass
 class Thresholds:
     max_slowdown: float = 0.05  # fraction of the baseline's speed the candidate may lose
-    min_parity: float = 1.0
+    min_parity: float = 1.0  # lowest share of samples without a parity mismatch (near-ties are not mismatches)
     max_quality_drop: float = 0.02  # absolute drop of a quality metric's mean
 
 
@@ -47,8 +53,12 @@ def parse_fraction(text: str) -> float:
 
 
 def find_regressions(baseline: Run, candidate: Run, limits: Thresholds) -> list[Regression]:
-    before, after = summarize(baseline.rows), summarize(candidate.rows)
-    quality = quality_metrics(baseline.rows)
+    return regressions_of(summarize(baseline.rows), summarize(candidate.rows), quality_metrics(baseline.rows), limits)
+
+
+def regressions_of(before: pd.DataFrame, after: pd.DataFrame, quality: list[str], limits: Thresholds
+                   ) -> list[Regression]:
+    """The regressions between two runs' summary tables (`reports.aggregate.summarize`)."""
     found = []
     for key in before.index:
         task, decoder = key
@@ -61,10 +71,10 @@ def find_regressions(baseline: Run, candidate: Run, limits: Thresholds) -> list[
             if metric in old and metric in new and new[metric] < old[metric] * (1 - limits.max_slowdown):
                 found.append(Regression(task, decoder, metric, old[metric], new[metric],
                                         f"{new[metric] / old[metric] - 1:+.1%}, limit -{limits.max_slowdown:.1%}"))
-        measured = not (math.isnan(old["parity rate"]) and math.isnan(new["parity rate"]))
-        if decoder != REFERENCE and measured and not new["parity rate"] >= limits.min_parity:
-            found.append(Regression(task, decoder, "parity rate", old["parity rate"], new["parity rate"],
-                                    f"minimum {limits.min_parity:g}"))
+        old_ok, new_ok = old.get(PARITY_OK, math.nan), new.get(PARITY_OK, math.nan)
+        if decoder != REFERENCE and not (math.isnan(old_ok) and math.isnan(new_ok)) and not new_ok >= limits.min_parity:
+            found.append(Regression(task, decoder, PARITY_OK_LABEL, old_ok, new_ok, f"minimum {limits.min_parity:g}; "
+                                    f"{int(new.get('parity mismatch', 0))} mismatch(es)"))
         for metric in quality:
             if metric in new and old[metric] - new[metric] > limits.max_quality_drop:
                 found.append(Regression(task, decoder, metric, old[metric], new[metric],
@@ -72,3 +82,44 @@ def find_regressions(baseline: Run, candidate: Run, limits: Thresholds) -> list[
         if new["errors"] > old["errors"]:
             found.append(Regression(task, decoder, "errors", old["errors"], new["errors"], "more failed samples"))
     return found
+
+
+def _pair(old, new, digits: str = ".3g") -> str:
+    text = [("—" if v is None or v != v else format(v, digits)) for v in (old, new)]
+    return f"{text[0]} → {text[1]}"
+
+
+def _parity(row) -> str:
+    if row is None or math.isnan(row.get("parity exact", math.nan)):
+        return "—"
+    return "/".join(str(int(row.get(f"parity {c}", 0))) for c in ("exact", "near-tie", "mismatch"))
+
+
+def verdict_table(baseline: Run, candidate: Run, limits: Thresholds) -> tuple[str, list[Regression]]:
+    """A Markdown table, baseline → candidate per task and decoder (median tokens/s, speed-up, parity
+    exact/near-tie/mismatch, quality, errors, the verdict), headed by the thresholds; and the regressions."""
+    before, after = summarize(baseline.rows), summarize(candidate.rows)
+    quality = quality_metrics(baseline.rows)
+    found = regressions_of(before, after, quality, limits)
+    failed: dict[tuple[str, str], list[str]] = {}
+    for r in found:
+        failed.setdefault((r.task, r.decoder), []).append(r.metric)
+    records = []
+    for key in before.index.union(after.index, sort=False):
+        old = before.loc[key] if key in before.index else None
+        new = after.loc[key] if key in after.index else None
+        get = (lambda row, c: row.get(c, math.nan) if row is not None else math.nan)
+        record = {"task": key[0], "decoder": key[1], "tok/s median": _pair(get(old, "tok/s median"),
+                                                                             get(new, "tok/s median")),
+                  "speed-up (median of ratios)": _pair(get(old, SPEEDUP_MEDIAN), get(new, SPEEDUP_MEDIAN)),
+                  "parity exact/near-tie/mismatch": f"{_parity(old)} → {_parity(new)}"}
+        record.update({m: _pair(get(old, m), get(new, m)) for m in quality})
+        record["errors"] = _pair(get(old, "errors"), get(new, "errors"), ".0f")
+        record["verdict"] = ("REGRESSION: " + ", ".join(failed[key])) if key in failed else \
+            ("new in candidate" if old is None else "ok")
+        records.append(record)
+    thresholds = (f"thresholds: tok/s median and speed-up may drop at most {limits.max_slowdown:.1%}; "
+                  f"{PARITY_OK_LABEL} at least {limits.min_parity:g} (near-ties pass, a mismatch fails); "
+                  f"quality mean may drop at most {limits.max_quality_drop:g}; no new errors; nothing missing")
+    table = pd.DataFrame(records).to_markdown(index=False, disable_numparse=True)
+    return f"baseline {baseline.path} → candidate {candidate.path}\n{thresholds}\n\n{table}", found

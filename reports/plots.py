@@ -11,7 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from reports.aggregate import SPEEDUP_MEDIAN, SPEEDUP_TOTALS, finished, paired_speedups, speedup_summary  # noqa: E402
+from reports.aggregate import (SPEEDUP_MEDIAN, SPEEDUP_TOTALS, finished, paired_speedups, parity_classes,  # noqa: E402
+                               speedup_summary)
 from reports.run_files import column, decoder_order, list_column  # noqa: E402
 from reports.sweeps import METRICS, setting_columns  # noqa: E402
 
@@ -33,11 +34,20 @@ def per_task_axes(tasks: list[str], width: float = 4.5, height: float = 3.6) -> 
     return fig, list(axes[0])
 
 
+def mismatched(rows: pd.DataFrame) -> set[tuple[str, str]]:
+    """(task, decoder) pairs with at least one parity mismatch (near-ties are not mismatches)."""
+    bad = rows[parity_classes(rows) == "mismatch"]
+    return set(zip(bad["task"], bad["decoder"]))
+
+
 def speedup_bars(rows: pd.DataFrame) -> bytes | None:
-    """Median per-sample speedup per task and decoder, whiskers at the quartiles, dots at the ratio of totals."""
+    """Median per-sample speedup per task and decoder, whiskers at the quartiles, dots at the ratio of totals.
+    A bar whose decoder has a parity mismatch on that task is drawn grey and hatched, labelled invalid: its
+    speed-up compares different outputs."""
     summary = speedup_summary(paired_speedups(rows))
     if summary.empty:
         return None
+    invalid = mismatched(rows)
     tasks = sorted(summary.index.get_level_values("task").unique())
     decoders = sorted(summary.index.get_level_values("decoder").unique())
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(tasks) * len(decoders)), 4))
@@ -47,10 +57,18 @@ def speedup_bars(rows: pd.DataFrame) -> bytes | None:
         x = [t + (d - (len(decoders) - 1) / 2) * width for t in range(len(tasks))]
         median = part[SPEEDUP_MEDIAN]
         spread = [median - part["speedup q25"], part["speedup q75"] - median]
-        ax.bar(x, median, width, yerr=spread, capsize=4, label=f"{decoder} (median, IQR)")
+        bars = ax.bar(x, median, width, yerr=spread, capsize=4, label=f"{decoder} (median, IQR)")
+        for bar, task, value in zip(bars, tasks, median):
+            if (task, decoder) in invalid:
+                bar.set(facecolor="lightgrey", edgecolor="black", hatch="///")
+                ax.annotate("INVALID:\nparity\nmismatch", (bar.get_x() + bar.get_width() / 2, value),
+                            ha="center", va="bottom", fontsize=8, color="darkred", xytext=(0, 4),
+                            textcoords="offset points")
         if part[SPEEDUP_TOTALS].notna().any():
             ax.plot(x, part[SPEEDUP_TOTALS], "kD", markersize=5, label=f"{decoder} (ratio of totals)")
     ax.axhline(1.0, color="grey", linewidth=1, linestyle="--")
+    if invalid:
+        ax.set_ylim(top=ax.get_ylim()[1] * 1.2)  # room for the INVALID labels
     ax.set_xticks(range(len(tasks)), tasks)
     ax.set_ylabel("tokens/s over vanilla")
     ax.set_title("Speedup over vanilla greedy")
@@ -69,7 +87,7 @@ def per_task_boxes(rows: pd.DataFrame, values: pd.Series, ylabel: str, title: st
         part = data[data["task"] == task]
         decoders = decoder_order(part["decoder"])
         samples = [part.loc[part["decoder"] == d, "value"] for d in decoders]
-        ax.boxplot(samples, tick_labels=decoders)
+        ax.boxplot(samples, tick_labels=[d.replace("@", "\n@").replace(",", ",\n") for d in decoders])
         for i, s in enumerate(samples, 1):
             ax.plot([i] * len(s), s, "o", alpha=0.5, markersize=4)
         ax.set_ylabel(ylabel)

@@ -19,20 +19,23 @@ SWEEP_FILE = "sweep.csv"
 IDS = ("run", "task", "decoder", "variant")
 INFO = ("samples", "errors")
 METRICS = {"tok/s median": "tokens_per_s", SPEEDUP_MEDIAN: "speedup", SPEEDUP_TOTALS: "speedup_totals",
-           "parity rate": "parity_rate", "acceptance (pooled)": "acceptance_rate",
+           "parity rate": "parity_rate", "parity mismatch": "parity_mismatches", "acceptance (pooled)": "acceptance_rate",
            "mean_acceptance_length (mean)": "mean_acceptance_length", "early_rate (mean)": "early_rate"}
 
 
 def settings_sweep(runs: list[Run]) -> pd.DataFrame:
-    """One row per (run, task, decoder other than vanilla): its settings, sample counts and `METRICS`."""
+    """One row per (run, task, decoder other than vanilla): its settings (those it was built with on that task,
+    recommended ones included, where `meta.json` records them), sample counts and `METRICS`."""
     records = []
     for run in runs:
         settings = run.meta.get("decoder_settings") or {}
+        used = run.meta.get("settings_used") or {}
         for (task, variant), row in summarize(run.rows).iterrows():
             if variant == REFERENCE:
                 continue
+            point = used.get(task, {}).get(variant, {}).get("settings", settings.get(variant) or {})
             records.append({"run": run.path.name, "task": task, "decoder": variant.partition(VARIANT_MARK)[0],
-                            "variant": variant, **(settings.get(variant) or {}), **{c: int(row[c]) for c in INFO},
+                            "variant": variant, **point, **{c: int(row[c]) for c in INFO},
                             **{name: row.get(column, float("nan")) for column, name in METRICS.items()}})
     return pd.DataFrame(records).dropna(axis=1, how="all")
 

@@ -5,7 +5,8 @@ import pytest
 from report_rows import result_row, write_run
 
 from reports.aggregate import SPEEDUP_MEDIAN, SPEEDUP_TOTALS, paired_speedups, summarize
-from reports.render import task_tables
+from reports.render import detail_tables
+from reports.summary import format_summary
 from reports.run_files import load_run
 
 # (new tokens, vanilla seconds, candidate seconds): per-sample speedups 2, 1, 2 -> median 2;
@@ -68,10 +69,11 @@ def test_parity_quality_beside_vanilla_stats_and_memory(tmp_path):
 
 def test_columns_nothing_measured_are_dropped_per_task(tmp_path):
     rows = rows_for() + [result_row("vanilla", "humaneval", 0, 8, 1.0, quality={"pass@1": 1.0})]
-    tables = task_tables(summary(tmp_path, rows))
-    assert "pass@1" not in tables["xsum"] and "rougeL" in tables["xsum"]
-    assert "pass@1" in tables["humaneval"] and "rougeL" not in tables["humaneval"]
-    assert "torch peak MiB" not in tables["xsum"] and "parity rate" in tables["xsum"]
+    tables = detail_tables(summary(tmp_path, rows), ["rougeL", "pass@1"])
+    assert "pass@1" not in tables["xsum: parity and quality"] and "rougeL" in tables["xsum: parity and quality"]
+    assert "pass@1" in tables["humaneval: parity and quality"] and "rougeL" not in tables["humaneval: parity and quality"]
+    assert "parity rate" in tables["xsum: parity and quality"] and "xsum: speed and latency" in tables
+    assert "xsum: memory" not in tables and "humaneval: memory" not in tables  # nothing measured memory
 
 
 def test_a_resumed_run_counts_each_sample_once_last_row_wins(tmp_path):
@@ -79,3 +81,18 @@ def test_a_resumed_run_counts_each_sample_once_last_row_wins(tmp_path):
     fast = summary(tmp_path, rows).loc[("xsum", "fast")]
     assert fast["samples"] == 3
     assert fast[SPEEDUP_MEDIAN] == pytest.approx(1.0)  # ratios now 1, 1, 2
+
+
+def test_end_of_run_summary_names_the_median_its_interval_the_ratio_of_totals_and_an_outlier(tmp_path):
+    """Nine samples at 1.25x and one at 10x: the median stays 1.25x, the ratio of totals does not, the fast one is
+    named as an outlier."""
+    rows = []
+    for i in range(10):
+        rows.append(result_row("vanilla", "xsum", i, 10, 1.0))
+        rows.append(result_row("fast", "xsum", i, 10, 0.1 if i == 9 else 0.8))
+    text = format_summary(load_run(write_run(tmp_path / "run", rows)).rows)
+    assert "vanilla on xsum: 10.00 tokens/s (median)" in text
+    assert "speed-up 1.25x (median of 10 per-sample ratios, 95% CI 1.25-1.25" in text
+    assert "ratio of totals 1.37x" in text  # 100 tokens in 7.3 s against 100 in 10 s
+    assert "parity 10 exact / 0 near-tie / 0 mismatch" in text
+    assert "OUTLIERS: fast on xsum: xsum/9 (10.00x)" in text and "FEW SAMPLES" in text

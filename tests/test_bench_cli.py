@@ -74,7 +74,7 @@ def test_ctrl_c_keeps_rows_and_the_rerun_resumes_without_duplicates(shared_data,
     rows = rows_of(tmp_path)
     assert rows[: len(first)] == first  # nothing rewritten or lost
     assert [r["sample_index"] for r in rows] == [0, 1, 2]  # nothing duplicated
-    assert "vanilla:" in out.stdout and "tokens/s" in out.stdout and str(tmp_path / "results.jsonl") in out.stdout
+    assert "vanilla on gsm8k:" in out.stdout and "tokens/s" in out.stdout and str(tmp_path / "results.jsonl") in out.stdout
     assert f"report: {tmp_path / 'report' / 'report.html'}" in out.stdout  # the report is written at the end
     meta = json.loads((tmp_path / "meta.json").read_text())
     assert len(meta["command_lines"]) == 2 and meta["tasks"]["gsm8k"]["training_rows"] == [0, 200]

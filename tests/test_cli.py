@@ -26,6 +26,6 @@ def test_minimal_run_writes_one_row_per_decoder_and_sample(tmp_path):
     out = run_cli("--decoders", "vanilla", "--tasks", "humaneval", "--limit", "2", "--max-new-tokens", "8",
                   "--device", "cpu", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
-    assert "vanilla:" in out.stdout and "tokens/s" in out.stdout
+    assert "vanilla on humaneval:" in out.stdout and "tokens/s" in out.stdout
     rows = (tmp_path / "results.jsonl").read_text().splitlines()
     assert len(rows) == 2

@@ -12,14 +12,16 @@ from reports.run_files import load_run
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def rows(slow_fast=1.0, slow_all=1.0, mismatch_at=None, rougeL=0.4):
-    """Two tasks, vanilla and a faster decoder; `slow_*` multiply the decoder's (or everyone's) time."""
+def rows(slow_fast=1.0, slow_all=1.0, mismatch_at=None, rougeL=0.4, parity_class=None):
+    """Two tasks, vanilla and a faster decoder; `slow_*` multiply the decoder's (or everyone's) time; the sample
+    `mismatch_at` diverges, classified as `parity_class` (None: an old row, `match` only)."""
     out = []
     for task in ("xsum", "humaneval"):
         for i, (n, seconds) in enumerate([(10, 1.0), (30, 2.5), (20, 2.0)]):
             out.append(result_row("vanilla", task, i, n, seconds * slow_all, quality={"rougeL": 0.4}))
             out.append(result_row("fast", task, i, n, seconds / 1.5 * slow_fast * slow_all,
-                                  match=(task, i) != mismatch_at, quality={"rougeL": rougeL}))
+                                  match=(task, i) != mismatch_at, quality={"rougeL": rougeL},
+                                  parity_class=parity_class and (parity_class if (task, i) == mismatch_at else "exact")))
     return out
 
 
@@ -57,8 +59,14 @@ def test_a_slower_machine_fails_tokens_per_s_but_not_speedup(tmp_path):
 
 def test_planted_parity_drop_is_named(tmp_path):
     found = regressions(tmp_path, rows(mismatch_at=("humaneval", 1)))
-    assert [(r.decoder, r.task, r.metric) for r in found] == [("fast", "humaneval", "parity rate")]
+    assert [(r.decoder, r.task, r.metric) for r in found] == [("fast", "humaneval", "parity (exact + near-tie)")]
     assert (found[0].baseline, found[0].candidate) == pytest.approx((1.0, 2 / 3))
+    classified = regressions(tmp_path, rows(mismatch_at=("humaneval", 1), parity_class="mismatch"))
+    assert [(r.task, r.metric) for r in classified] == [("humaneval", "parity (exact + near-tie)")]
+
+
+def test_a_near_tie_is_not_a_parity_failure(tmp_path):
+    assert regressions(tmp_path, rows(mismatch_at=("humaneval", 1), parity_class="near_tie")) == []
 
 
 def test_quality_drop_beyond_the_limit_is_named(tmp_path):
@@ -88,6 +96,22 @@ def test_cli_exit_codes_and_messages(tmp_path):
     assert bad.returncode == 1
     lines = [line for line in bad.stdout.splitlines() if line.startswith("REGRESSION")]
     assert len(lines) == 5
-    assert "REGRESSION fast on xsum: parity rate baseline 1 -> candidate 0.6667" in bad.stdout
+    assert "REGRESSION fast on xsum: parity (exact + near-tie) baseline 1 -> candidate 0.6667" in bad.stdout
     assert "REGRESSION fast on humaneval: tok/s median" in bad.stdout and "-20.0%" in bad.stdout
     assert compare_cli(base, tmp_path / "nowhere").returncode == 2
+
+
+def test_cli_prints_a_verdict_table_with_the_thresholds(tmp_path):
+    base = write_run(tmp_path / "base", rows())
+    tie = write_run(tmp_path / "tie", rows(mismatch_at=("xsum", 0), parity_class="near_tie"))
+    out = compare_cli(base, tie, "--max-slowdown", "10%")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "thresholds: tok/s median and speed-up may drop at most 10.0%" in out.stdout
+    table = {tuple(c.strip() for c in line.strip("|").split("|")[:2]): line for line in out.stdout.splitlines()
+             if line.startswith("| ")}
+    assert len(table) == 5  # the header and four (task, decoder) rows
+    assert "3/0/0 → 2/1/0" in table[("xsum", "fast")] and table[("xsum", "fast")].rstrip(" |").endswith("ok")
+    assert "1.5 → 1.5" in table[("humaneval", "fast")]
+    bad = compare_cli(base, write_run(tmp_path / "bad", rows(mismatch_at=("xsum", 0), parity_class="mismatch")))
+    assert bad.returncode == 1 and "REGRESSION: parity (exact + near-tie)" in bad.stdout
+    assert "3/0/0 → 2/0/1" in bad.stdout

@@ -5,9 +5,11 @@ import pytest
 import torch
 
 import tasks  # noqa: F401  (registers the tasks)
+from report_rows import result_row, write_run
+from reports.run_files import load_run
+from reports.summary import format_summary
 from harness.core.errors import HarnessError
 from harness.meta import environment, write_meta
-from harness.summary import format_summary, summarize
 from tasks.base import TASKS
 
 
@@ -63,15 +65,15 @@ def test_one_process_on_cuda_0_and_a_torchrun_launch_share_a_folder(tmp_path):
 def test_the_meta_records_the_device_kind_and_its_facts():
     class Runner:
         name, dtype, device = "m", torch.float32, torch.device("cpu")
+        kernel_path, exact_chunks, layers, lm_head = "cpu-eager", False, [], torch.nn.Linear(4, 4)
 
     env = environment(Runner())
     assert env["device"] == "cpu" and env["device_info"]["type"] == "cpu"
     assert env["device_name"] == env["device_info"]["name"] != "x86_64"
 
 
-def test_the_summary_prints_parity_as_a_count():
-    rows = [{"decoder": "vanilla", "task": "t", "sample_id": i, "new_tokens": 1, "total_s": 1.0, "error": None,
-             "parity": None} for i in range(200)]
-    rows += [{"decoder": "fast", "task": "t", "sample_id": i, "new_tokens": 1, "total_s": 1.0, "error": None,
-              "parity": {"match": i != 7}} for i in range(200)]
-    assert "parity 199/200" in format_summary(summarize(rows))
+def test_the_summary_prints_parity_as_a_count(tmp_path):
+    rows = [result_row("vanilla", "t", i, 10, 1.0) for i in range(200)]
+    rows += [result_row("fast", "t", i, 10, 1.0, match=i != 7) for i in range(200)]
+    run = load_run(write_run(tmp_path / "run", rows))
+    assert "parity 199 exact / 0 near-tie / 1 mismatch" in format_summary(run.rows, run.meta)

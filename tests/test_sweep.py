@@ -75,7 +75,8 @@ def test_sweep_plot_needs_a_swept_number(tmp_path):
     assert sweep_plot(table, "t").startswith(PNG_MAGIC)
     assert sweep_plot(table[table["exit_layer"] == 12].assign(speculations=2), "t") is None
     assert sweep_plot(table.drop(columns=["tokens_per_s", "speedup", "speedup_totals", "parity_rate",
-                                          "acceptance_rate", "mean_acceptance_length"]), "t") is None
+                                          "parity_mismatches", "acceptance_rate", "mean_acceptance_length"]),
+                      "t") is None
 
 
 def test_sweep_csv_is_written_into_the_run_folder(tmp_path):
@@ -97,9 +98,10 @@ def test_tiny_real_sweep_writes_the_csv_and_the_plot(shared_data, tmp_path, caps
     assert code == 0, capsys.readouterr().err
     csv = pd.read_csv(out / "sweep.csv")
     assert list(csv.columns) == ["task", "decoder", "variant", "exit_layer", "speculations", "samples", "errors",
-                                 "tokens_per_s", "speedup", "speedup_totals", "parity_rate", "acceptance_rate",
-                                 "mean_acceptance_length"]
+                                 "tokens_per_s", "speedup", "speedup_totals", "parity_rate", "parity_mismatches",
+                                 "acceptance_rate", "mean_acceptance_length"]
     assert csv["exit_layer"].tolist() == [20, 24] and (csv["parity_rate"] == 1.0).all()
+    assert (csv["parity_mismatches"] == 0).all()
     assert (csv["samples"] == 1).all() and (csv["errors"] == 0).all() and (csv["tokens_per_s"] > 0).all()
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["decoder"] for r in rows] == ["vanilla", "layerskip@exit_layer=20,speculations=3",

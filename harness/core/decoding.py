@@ -16,6 +16,7 @@ from typing import Any, Callable, ClassVar
 import torch
 
 from harness.core.errors import HarnessError
+from harness.core.heads import HeadsNeed
 from harness.core.kv_cache import LayeredKVCache
 from harness.core.model_runner import ModelRunner
 from harness.core.registry import Registry
@@ -111,6 +112,12 @@ class Decoder:
         self.runner = runner
         self.task = task
         self.settings = settings
+
+    @classmethod
+    def heads_needed(cls, model_name: str, task: str | None, settings: dict[str, Any]) -> HeadsNeed | None:
+        """The trained heads this decoder, built with `settings` for `task` on the model `model_name`, would load (None: it needs none), so the
+        runner can train missing ones before building it. Decoders with heads override this."""
+        return None
 
     def generate(self, prompt_ids: list[int], stop: StopCondition,
                  on_first_token: Callable[[], None] | None = None) -> Generation:

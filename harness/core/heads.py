@@ -6,6 +6,7 @@ the cache folder with their metadata (model, layers, training data rows, steps, 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,15 +43,49 @@ def train_command(kind: str, task: str, exit_layers: list[int] | None = None) ->
     return f"python run.py train-heads --decoder {kind} --task {task}{layers}"
 
 
+@dataclass(frozen=True)
+class HeadsNeed:
+    """Trained heads a decoder needs before it can be built: the file, and the exit layers it must hold.
+
+    `kind` is the decoder whose `train_heads` (and default recipe) makes the file; it may differ from the decoder
+    that needs it (LayerSkip reads AdaDecode's exit heads)."""
+    kind: str
+    task: str
+    path: Path
+    exit_layers: tuple[int, ...] = ()
+
+    def missing(self) -> str | None:
+        """Why the file cannot serve (absent, or without some exit layer), or None when it can."""
+        if not self.path.is_file():
+            return f"no trained heads at {self.path}"
+        with safe_open(str(self.path), framework="pt") as f:
+            held = {int(name.split(".")[1]) for name in f.keys() if name.startswith("exit.")}
+        absent = [layer for layer in self.exit_layers if layer not in held]
+        return f"{self.path} has no exit head at layers {absent} (it has {sorted(held)})" if absent else None
+
+    def command(self) -> str:
+        return train_command(self.kind, self.task, list(self.exit_layers) or None)
+
+
+def read_metadata(path: Path) -> dict[str, Any]:
+    """A heads file's JSON metadata, without loading its tensors."""
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
+
+
 def load_heads(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Reads a heads file: (tensors on the CPU, metadata). A missing file names the command that trains it."""
     path = Path(path)
     if not path.is_file():
         kind, _, task = path.stem.partition("-")
         raise HarnessError(f"no trained heads at {path}; train them with: {train_command(kind, task)}")
-    with safe_open(str(path), framework="pt") as f:
-        metadata = json.loads((f.metadata() or {}).get(METADATA_KEY, "{}"))
-    return load_file(str(path)), metadata
+    return load_file(str(path)), read_metadata(path)
+
+
+def update_metadata(path: Path, changes: dict[str, Any]) -> Path:
+    """Rewrites a heads file with `changes` merged into its metadata (the tensors unchanged)."""
+    tensors, metadata = load_heads(path)
+    return save_heads(path, tensors, {**metadata, **changes})
 
 
 class ExitHead(torch.nn.Module):

@@ -1,0 +1,28 @@
+"""The end-of-run summary printed on the terminal: per task and decoder the speed-up as the median of per-sample
+ratios with its 95 % bootstrap interval, the ratio of totals (named as such), parity classes and errors; then the
+verdict's warnings (parity mismatches, errors, too few samples, outlier samples to rerun)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from reports.run_files import REFERENCE
+from reports.verdict import verdict, warnings
+
+
+def format_summary(rows: pd.DataFrame, meta: dict | None = None) -> str:
+    table = verdict(rows)
+    lines = []
+    for (task, decoder), r in table.iterrows():
+        speed = "n/a" if r["tok/s median"] != r["tok/s median"] else f"{r['tok/s median']:.2f}"
+        parts = [f"{decoder} on {task}: {speed} tokens/s (median)"]
+        if decoder != REFERENCE and r["paired"] > 0:
+            interval = (f", 95% CI {r['speed-up low']:.2f}-{r['speed-up high']:.2f}"
+                        if r["speed-up low"] == r["speed-up low"] else "")
+            parts.append(f"speed-up {r['speed-up']:.2f}x (median of {int(r['paired'])} per-sample ratios{interval}), "
+                         f"ratio of totals {r['ratio of totals']:.2f}x")
+            parts.append(f"parity {int(r['exact'])} exact / {int(r['near_tie'])} near-tie / {int(r['mismatch'])} "
+                         f"mismatch")
+        parts.append(f"{int(r['samples'])} samples, {int(r['errors'])} errors")
+        lines.append("; ".join(parts))
+    lines += [f"{w.level.upper()}: {w.text}" for w in warnings(rows, table, meta)]
+    return "\n".join(lines)
