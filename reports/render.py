@@ -13,6 +13,7 @@ import pandas as pd
 from reports.aggregate import summarize
 from reports.plots import all_figures
 from reports.run_files import Run, load_run
+from reports.spec_bench import category_tables
 from reports.sweeps import settings_sweep
 
 META_KEYS = ("model", "dtype", "device", "device_name", "world_size", "device_names", "torch", "transformers",
@@ -92,7 +93,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, sweep_r
     out = Path(out_dir) if out_dir else run.path / "report"
     (out / "figures").mkdir(parents=True, exist_ok=True)
     table = summarize(run.rows)
-    tables = task_tables(table)
+    tables = task_tables(table) | category_tables(run.rows)
     if len(across_runs):
         tables["settings across runs"] = across_runs.set_index(["run", "task", "variant"])
     figures = all_figures(run.rows, run.path, across_runs)
