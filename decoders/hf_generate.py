@@ -6,6 +6,9 @@ length (`cache="static"`, `max_cache_len`) with the decoding step compiled by `t
 (`compile="default"`, `"freezing"` — inductor folds the weights and prepacks them for oneDNN —, or
 `"cpp_wrapper"`, freezing plus inductor's C++ wrapper, the least Python per step). Compilation happens in the
 first generation (the benchmark's warm-up); the fixed cache length keeps later prompts from recompiling it.
+With `prompt_lookup_num_tokens` it runs transformers' own prompt lookup decoding (assisted generation with n-gram
+candidates, matched up to `max_matching_ngram_size` tokens), the implementation the harness's `pld` is measured
+against.
 """
 from __future__ import annotations
 
@@ -21,12 +24,16 @@ COMPILE_OPTIONS = {"none": None, "default": {}, "freezing": {"freezing": True},
 @DECODERS.register("hf_generate")
 class HFGenerate(Decoder):
     """Settings: `cache` ("dynamic" or "static"), `compile` (none, default, freezing, cpp_wrapper; needs the static
-    cache), `max_cache_len` (2048: the static cache's fixed length)."""
+    cache), `max_cache_len` (2048: the static cache's fixed length), `prompt_lookup_num_tokens` (None: plain greedy;
+    k: prompt lookup drafting k tokens per round), `max_matching_ngram_size` (transformers' default 2; used only
+    with prompt lookup)."""
     runs_on_runner = False
 
     def __init__(self, runner, task=None, cache: str = "dynamic", compile: str = "none", max_cache_len: int = 2048,
-                 **settings):
-        super().__init__(runner, task, cache=cache, compile=compile, max_cache_len=max_cache_len, **settings)
+                 prompt_lookup_num_tokens: int | None = None, max_matching_ngram_size: int | None = None) -> None:
+        super().__init__(runner, task, cache=cache, compile=compile, max_cache_len=max_cache_len,
+                         prompt_lookup_num_tokens=prompt_lookup_num_tokens,
+                         max_matching_ngram_size=max_matching_ngram_size)
         if cache not in ("dynamic", "static"):
             raise HarnessError(f"hf_generate cache must be dynamic or static, got {cache!r}")
         if compile not in COMPILE_OPTIONS:
@@ -43,6 +50,9 @@ class HFGenerate(Decoder):
                                                 options=options or None)
             self.compile_config._compile_all_devices = True  # transformers compiles on CUDA only unless asked
         self._static_cache = None
+        self.lookup = {} if prompt_lookup_num_tokens is None else {
+            "prompt_lookup_num_tokens": int(prompt_lookup_num_tokens),
+            **({} if max_matching_ngram_size is None else {"max_matching_ngram_size": int(max_matching_ngram_size)})}
 
     def _cache_kwargs(self, prompt_length: int, max_new_tokens: int) -> dict:
         if self.cache == "dynamic":
@@ -67,7 +77,8 @@ class HFGenerate(Decoder):
         out = model.generate(torch.tensor([prompt_ids], device=self.runner.device), do_sample=False,
                              max_new_tokens=stop.max_new_tokens, eos_token_id=sorted(stop.eos_token_ids) or None,
                              pad_token_id=self.runner.tokenizer.pad_token_id,
-                             **self._cache_kwargs(len(prompt_ids), stop.max_new_tokens), **extra)
+                             **self._cache_kwargs(len(prompt_ids), stop.max_new_tokens), **extra, **self.lookup)
         sink = TokenSink(stop)  # generate has no first-token hook, so time to first token stays unmeasured
         sink.add(out[0, len(prompt_ids):].tolist())
-        return Generation(sink.tokens, {"steps": len(sink.tokens)})
+        # Assisted generation does not report its forward passes; plain greedy makes one per token.
+        return Generation(sink.tokens, {} if self.lookup else {"steps": len(sink.tokens)})

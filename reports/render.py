@@ -20,6 +20,7 @@ import pandas as pd
 from reports.aggregate import SPEEDUP_MEDIAN, SPEEDUP_TOTALS, quality_metrics, summarize
 from reports.plots import all_figures
 from reports.run_files import REFERENCE, Run, load_run
+from reports.spec_bench import category_tables
 from reports.sweeps import settings_sweep
 from reports.verdict import FAILURE, Warning, invalid, verdict, warnings
 
@@ -227,7 +228,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, sweep_r
     table = summarize(run.rows)
     verdicts = verdict(run.rows)
     found = warnings(run.rows, verdicts, run.meta)
-    details = detail_tables(table, quality_metrics(run.rows))
+    details = detail_tables(table, quality_metrics(run.rows)) | category_tables(run.rows)
     if len(across_runs):
         details["settings across runs"] = across_runs.set_index(["run", "task", "variant"])
     figures = all_figures(run.rows, run.path, across_runs)

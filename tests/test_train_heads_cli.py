@@ -11,7 +11,7 @@ from harness.core.heads import load_heads
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("decoder, extra", [("adadecode", ["--exit-layers", "20,26"]), ("medusa", [])])
+@pytest.mark.parametrize("decoder, extra", [("adadecode", ["--exit-layers", "20,26"]), ("medusa", []), ("eagle", [])])
 def test_train_heads_writes_a_heads_file_with_metadata(shared_data, tmp_path, decoder, extra):
     env = {**os.environ, "FASTDECODE_CACHE": str(tmp_path), "OMP_NUM_THREADS": "1"}
     models = Path(os.environ.get("FASTDECODE_CACHE", Path.home() / ".cache" / "fastdecode")) / "models"

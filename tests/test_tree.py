@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from harness.core.errors import HarnessError
-from harness.core.tree import CandidateTree, parse_tree
+from harness.core.tree import CandidateTree, ancestor_mask, parse_tree
 
 # root ─ a(0,) ─ c(0,0) ─ f(0,0,0)
 #      │       └ d(0,1)
@@ -97,3 +97,21 @@ def test_one_tree_forward_gives_every_path_its_left_to_right_logits(runner):
             n = tree.parents[n]
         reference = runner.forward(prompt + [tokens[i] for i in path_nodes], runner.new_cache(64))[-1]
         assert (tree_logits[node] - reference).abs().max().item() < 2e-4
+
+
+def test_a_tree_from_parents_maps_its_nodes_to_the_sorted_order():
+    # given nodes 1, 2 under the root; 3 under 1; 4 and 6 under 2; 5 under 4 (siblings ranked in given order)
+    parents = [-1, 0, 0, 1, 2, 4, 2]
+    tree, order = CandidateTree.from_parents(parents)
+    assert tree.paths == ((0,), (1,), (0, 0), (1, 0), (1, 1), (1, 0, 0))
+    assert order == [0, 1, 2, 3, 4, 6, 5]  # tree node j is given node order[j]
+    assert [parents[order[j]] for j in range(1, 7)] == [order[p] for p in tree.parents[1:]]
+    assert tree.positions(40).tolist() == [40, 41, 41, 42, 42, 42, 43]
+    assert CandidateTree.from_parents([-1])[0].size == 1
+    with pytest.raises(HarnessError, match="parent 3 must be an earlier node"):
+        CandidateTree.from_parents([-1, 0, 3, 0])
+
+
+def test_ancestor_mask_treats_outside_parents_as_already_visible():
+    # nodes 0 and 1 hang off the cache (parent -1); 2 is 0's child, 3 is 2's child
+    assert ancestor_mask([-1, -1, 0, 2]).int().tolist() == [[1, 0, 0, 0], [0, 1, 0, 0], [1, 0, 1, 0], [1, 0, 1, 1]]

@@ -65,15 +65,24 @@ class CandidateTree:
         """How many candidates per position the tree draws on."""
         return max(max(p) for p in self.paths) + 1
 
+    @classmethod
+    def from_parents(cls, parents: Sequence[int]) -> tuple["CandidateTree", list[int]]:
+        """A tree from explicit parents (node 0 the root with parent -1, every parent before its children), as a
+        dynamic tree (EAGLE-2) builds it. Returns the tree and `order`: tree node j is the given node `order[j]`."""
+        paths: list[tuple[int, ...]] = [()]
+        siblings = [0] * len(parents)
+        for node, parent in enumerate(parents[1:], 1):
+            if not 0 <= parent < node:
+                raise HarnessError(f"node {node}'s parent {parent} must be an earlier node")
+            paths.append(paths[parent] + (siblings[parent],))
+            siblings[parent] += 1
+        tree = cls.from_paths(paths[1:]) if len(paths) > 1 else cls(())
+        index = {path: node for node, path in enumerate(paths)}
+        return tree, [0] + [index[path] for path in tree.paths]
+
     def mask(self, device: torch.device | str = "cpu") -> torch.Tensor:
         """[size, size] bool, True where node i may attend to node j: j is i or one of i's ancestors."""
-        mask = torch.zeros(self.size, self.size, dtype=torch.bool)
-        for node in range(self.size):
-            ancestor = node
-            while ancestor >= 0:
-                mask[node, ancestor] = True
-                ancestor = self.parents[ancestor]
-        return mask.to(device)
+        return ancestor_mask(self.parents, device)
 
     def positions(self, start: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """Rotary positions of the nodes when the root sits at `start`: start + depth."""
@@ -99,6 +108,18 @@ class CandidateTree:
             if child is None:
                 return path
             path.append(child)
+
+
+def ancestor_mask(parents: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
+    """[n, n] bool, True where node i may attend to node j: j is i or one of i's ancestors. `parents[i]` is an
+    earlier node, or -1 where i's parent lies outside (the root, or positions already in the cache)."""
+    mask = torch.zeros(len(parents), len(parents), dtype=torch.bool)
+    for node in range(len(parents)):
+        ancestor = node
+        while ancestor >= 0:
+            mask[node, ancestor] = True
+            ancestor = parents[ancestor]
+    return mask.to(device)
 
 
 def parse_tree(spec: "str | Sequence[Sequence[int]] | CandidateTree", named: dict[str, Sequence[Sequence[int]]],

@@ -1,0 +1,164 @@
+"""EAGLE's draft model (Li et al. 2024): one decoder layer that predicts the target model's next last-layer feature.
+
+Input at position t: the target's feature f_t (last layer's output, before the final norm) and the embedding of
+token t+1, concatenated and projected back to d by `fc`; one decoder layer of the target's own architecture
+(initialised as a copy of its last layer) turns them into a guess of f_{t+1}, whose tokens are read out through the
+target's frozen final norm and lm head. The layer runs on its own `ModelRunner`, so its one-layer KV cache, tree
+positions and chunk masks work as the target's do.
+
+Training is self-distillation on the target's own greedy continuations: for every continuation position the draft,
+fed the true features, learns f_{t+1} (smooth L1, as the paper) and the model's greedy token after it (cross-entropy,
+weight 0.1 as the paper; under greedy decoding the model's top token is the one that counts).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from harness.core.kv_cache import LayeredKVCache
+from harness.core.model_runner import ModelRunner
+from harness.core.self_distillation import collect_hidden_states, greedy_continuations
+
+TOKEN_LOSS_WEIGHT = 0.1  # the paper's weight of the token cross-entropy beside the feature regression
+
+
+class _OneLayerShell(torch.nn.Module):
+    """What `ModelRunner` reads from a model: the target's embeddings, norm and rotary tables around one layer."""
+
+    def __init__(self, target: ModelRunner, layer: torch.nn.Module) -> None:
+        super().__init__()
+        self.config = target.config
+        self.generation_config = None
+        self.model = torch.nn.Module()
+        self.model.embed_tokens, self.model.norm, self.model.rotary_emb = target.embed_tokens, target.norm, \
+            target.rotary_emb
+        self.model.layers = torch.nn.ModuleList([layer])
+        self.lm_head = target.lm_head
+
+
+class FeatureDraft(torch.nn.Module):
+    """fc: [feature ; token embedding] (2d) → d, then one decoder layer; state: `fc.*` and `layer.*` only."""
+
+    def __init__(self, target: ModelRunner) -> None:
+        super().__init__()
+        d = target.hidden_size
+        self.fc = torch.nn.Linear(2 * d, d, dtype=target.dtype, device=target.device)
+        self.layer = copy.deepcopy(target.layers[-1])
+        self.runner = ModelRunner(_OneLayerShell(target, self.layer), target.tokenizer, f"{target.name} draft")
+
+    def new_cache(self, max_len: int) -> LayeredKVCache:
+        return self.runner.new_cache(max_len)
+
+    def forward(self, features: torch.Tensor, embeddings: torch.Tensor, cache: LayeredKVCache,
+                positions: torch.Tensor | None = None, chunk_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Features and next-token embeddings [1, q, d] → predicted next features [1, q, d]; keys/values go to
+        `cache` as the target's `run_layers` does (`positions`, `chunk_mask` alike)."""
+        hidden = self.fc(torch.cat([features, embeddings], dim=-1))
+        return self.runner.run_layers(hidden, cache, positions=positions, chunk_mask=chunk_mask)
+
+
+@dataclass
+class _Sequence:
+    features: torch.Tensor  # [len - 1, d]: f_0 … f_{len-2}
+    tokens: torch.Tensor  # [len] token ids
+    first: int  # the first position t whose next feature is learnt: the prompt's last position
+
+
+def _sequences(target: ModelRunner, prompts: list[list[int]], continuations: list[list[int]]) -> list[_Sequence]:
+    """Features along prompt + continuation; positions from the prompt's last one on are learnt."""
+    sequences = [p + c for p, c in zip(prompts, continuations)]
+    features = collect_hidden_states(target, sequences, [1] * len(sequences), [target.n_layers])[target.n_layers]
+    out, at = [], 0
+    for prompt, ids in zip(prompts, sequences):
+        out.append(_Sequence(features[at:at + len(ids) - 1].to(target.dtype).clone(),
+                             torch.tensor(ids, device=target.device), len(prompt) - 1))
+        at += len(ids) - 1
+    return [s for s in out if len(s.tokens) - 2 > s.first]  # at least one position with a next feature and token
+
+
+def _pack(target: ModelRunner, batch: list[_Sequence]) -> tuple[torch.Tensor, ...]:
+    """Several sequences as one chunk: inputs, positions, block-diagonal causal mask, and the learnt positions with
+    their target features and tokens."""
+    features, embeddings, positions, learnt, target_features, target_tokens = [], [], [], [], [], []
+    offset = 0
+    for s in batch:
+        n = len(s.features)
+        features.append(s.features)
+        embeddings.append(target.embed_tokens(s.tokens[1:]))
+        positions.append(torch.arange(n, device=target.device))
+        learnt.append(torch.arange(s.first, n - 1, device=target.device) + offset)
+        target_features.append(s.features[s.first + 1:])
+        target_tokens.append(s.tokens[s.first + 2:])
+        offset += n
+    blocks = torch.block_diag(*[torch.ones(len(s.features), len(s.features), dtype=torch.bool) for s in batch])
+    mask = blocks.tril().to(target.device)
+    return (torch.cat(features)[None], torch.cat(embeddings)[None], torch.cat(positions), mask, torch.cat(learnt),
+            torch.cat(target_features), torch.cat(target_tokens))
+
+
+def _agreement(draft: FeatureDraft, target: ModelRunner, sequences: list[_Sequence]) -> float:
+    """Share of learnt positions where the draft's top token (fed the true features) is the model's greedy token."""
+    hits = total = 0
+    with torch.no_grad():
+        for s in sequences:
+            features, embeddings, positions, mask, learnt, _, tokens = _pack(target, [s])
+            out = draft(features, embeddings, draft.new_cache(len(positions)), positions, mask)
+            hits += int((target.logits(out[:, learnt]).argmax(-1) == tokens).sum())
+            total += len(tokens)
+    return hits / total if total else float("nan")
+
+
+def train_feature_draft(target: ModelRunner, prompts: list[list[int]], max_new_tokens: int = 96, steps: int = 300,
+                        batch_tokens: int = 1024, lr: float = 1e-3, seed: int = 0
+                        ) -> tuple[FeatureDraft, dict]:
+    """Trains a draft on the target's greedy continuations of `prompts` (a tenth held out). Returns the draft and
+    its training figures: held-out top-1 agreement before and after, steps, time, final losses."""
+    torch.manual_seed(seed)
+    prepare = time.perf_counter()
+    held_out = max(1, len(prompts) // 10)
+    continuations = greedy_continuations(target, prompts, max_new_tokens)
+    sequences = _sequences(target, prompts, continuations)
+    train, test = sequences[:-held_out], sequences[-held_out:]
+    draft = FeatureDraft(target)
+    before = _agreement(draft, target, test)
+    prepare = time.perf_counter() - prepare
+    target.model.requires_grad_(False)
+    draft.requires_grad_(True)
+    optimizer = torch.optim.AdamW(draft.parameters(), lr=lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(seed)
+    losses: list[tuple[float, float]] = []
+    start = time.perf_counter()
+    for _ in tqdm(range(steps), desc="eagle draft", unit="step"):
+        order = torch.randperm(len(train), generator=generator).tolist()
+        batch, size = [], 0
+        for i in order:
+            if batch and size + len(train[i].features) > batch_tokens:
+                break
+            batch.append(train[i])
+            size += len(train[i].features)
+        features, embeddings, positions, mask, learnt, target_features, target_tokens = _pack(target, batch)
+        out = draft(features, embeddings, draft.new_cache(len(positions)), positions, mask)[0, learnt]
+        feature_loss = F.smooth_l1_loss(out.float(), target_features.float())
+        token_loss = F.cross_entropy(target.lm_head(target.final_norm(out)).float(), target_tokens)
+        loss = feature_loss + TOKEN_LOSS_WEIGHT * token_loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append((feature_loss.item(), token_loss.item()))
+    seconds = time.perf_counter() - start
+    draft.requires_grad_(False)
+    last = losses[-20:]
+    figures = {"steps": steps, "train_seconds": round(seconds, 1),
+               "data_seconds": round(prepare, 1), "batch_tokens": batch_tokens, "lr": lr,
+               "seed": seed, "max_new_tokens": max_new_tokens, "training_prompts": len(prompts) - held_out,
+               "held_out_prompts": held_out, "training_positions": sum(len(s.tokens) - 2 - s.first for s in train),
+               "held_out_positions": sum(len(s.tokens) - 2 - s.first for s in test),
+               "held_out_top1_before": before, "held_out_top1_after": _agreement(draft, target, test),
+               "final_feature_loss": sum(f for f, _ in last) / len(last) if last else None,
+               "final_token_loss": sum(t for _, t in last) / len(last) if last else None}
+    return draft, figures
