@@ -3,6 +3,7 @@
 
     python run.py --decoders adadecode,vanilla --tasks xsum,humaneval --limit 20
     python run.py --list
+    python run.py doctor
     python run.py sweep --decoder layerskip --grid exit_layer=16,24 --grid speculations=2,4 --tasks xsum --limit 3
     python run.py lm-eval --data ../shared/data --model_args decoder=vanilla --tasks fastdecode_gsm8k --limit 5
 """
@@ -349,7 +350,18 @@ def lm_eval(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"bench": bench, "sweep": sweep, "train-heads": train_heads, "report": report, "compare": compare,
+def doctor(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="run.py doctor", description="What this machine gives the harness: one ok/warn/fail "
+                            "line per fact, with the fix.").parse_args(argv)
+    from harness.doctor import FAIL, run_checks
+
+    checks = run_checks()
+    for check in checks:
+        print(check)
+    return 1 if any(c.status == FAIL for c in checks) else 0
+
+
+COMMANDS = {"bench": bench, "doctor": doctor, "sweep": sweep, "train-heads": train_heads, "report": report, "compare": compare,
             "lm-eval": lm_eval}
 
 
