@@ -32,7 +32,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=None, help="override each task's generation budget")
     p.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a hub id, a folder or a .gguf")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--data", default=None, help="local data: a folder with <task>/test.jsonl, or a file")
     p.add_argument("--train-rows", type=int, default=None,
                    help="leading rows of each task reserved for training heads, never scored (default: the task's)")
@@ -245,7 +245,7 @@ def train_heads_parser() -> argparse.ArgumentParser:
     p.add_argument("--exit-layers", default=None, help="comma-separated layers for exit heads (default: the decoder's)")
     p.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a hub id, a folder or a .gguf")
     p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--data", default=None, help="local data: a folder with <task>/test.jsonl, or a file")
     return p
 
