@@ -3,6 +3,7 @@
 
     python run.py --decoders adadecode,vanilla --tasks xsum,humaneval --limit 20
     python run.py --list
+    python run.py doctor
     python run.py sweep --decoder layerskip --grid exit_layer=16,24 --grid speculations=2,4 --tasks xsum --limit 3
     python run.py lm-eval --data ../shared/data --model_args decoder=vanilla --tasks fastdecode_gsm8k --limit 5
 """
@@ -32,7 +33,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a hub id, a folder or a .gguf")
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a CPU with bf16 hardware, else float32), "
                    "float32, bfloat16 or float16")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--data", default=None, help="local data: a folder with <task>/test.jsonl, or a file")
     p.add_argument("--train-rows", type=int, default=None,
                    help="leading rows of each task reserved for training heads, never scored (default: the task's)")
@@ -292,7 +293,7 @@ def train_heads_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a hub id, a folder or a .gguf")
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a CPU with bf16 hardware, else float32), "
                    "float32, bfloat16 or float16")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--data", default=None, help="local data: a folder with <task>/test.jsonl, or a file")
     return p
 
@@ -411,7 +412,18 @@ USAGE = """usage: python run.py [COMMAND] [OPTIONS]   (python run.py --help for 
 
 other commands: sweep, train-heads, lm-eval; python run.py --list names the decoders and tasks"""
 
-COMMANDS = {"bench": bench, "sweep": sweep, "train-heads": train_heads, "report": report, "compare": compare,
+def doctor(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="run.py doctor", description="What this machine gives the harness: one ok/warn/fail "
+                            "line per fact, with the fix.").parse_args(argv)
+    from harness.doctor import FAIL, run_checks
+
+    checks = run_checks()
+    for check in checks:
+        print(check)
+    return 1 if any(c.status == FAIL for c in checks) else 0
+
+
+COMMANDS = {"bench": bench, "doctor": doctor, "sweep": sweep, "train-heads": train_heads, "report": report, "compare": compare,
             "lm-eval": lm_eval}
 
 

@@ -24,7 +24,7 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simpl
 from tqdm import tqdm
 
 import decoders  # noqa: F401  (registers the decoders)
-from harness.core.decoding import DECODERS, Decoder, StopCondition, accepted_prefix_length
+from harness.core.decoding import DECODERS, Decoder, StopCondition, accepted_prefix_length, check_settings
 from harness.core.errors import HarnessError
 from harness.core.loading import load_runner
 from harness.core.model_runner import ModelRunner
@@ -44,6 +44,7 @@ class FastDecodeLM(TemplateLM):
         sake; requests run one at a time."""
         super().__init__()
         self.decoder_class = DECODERS.get(decoder)
+        decoder_settings = check_settings(self.decoder_class, decoder, decoder_settings)  # before the model loads
         self.runner = runner if runner is not None else load_runner(pretrained, dtype, device)
         self.tokenizer = self.runner.tokenizer
         self._device = self.runner.device

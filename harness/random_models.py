@@ -60,6 +60,6 @@ def random_runner(config: dict[str, Any], dtype: torch.dtype = torch.float32, de
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
-    with torch.device(device):
-        model = LlamaForCausalLM(LlamaConfig(**config)).to(dtype)
+    with torch.device(device):  # built in place: an 8B model never exists in float32 or on the CPU
+        model = LlamaForCausalLM._from_config(LlamaConfig(**config), dtype=dtype)
     return ModelRunner(model, NumberTokenizer(config["vocab_size"], config["eos_token_id"]), name=name)

@@ -89,3 +89,8 @@ def test_loglikelihoods_agree_with_greedy_generation(runner):
     (rolling,) = lm.loglikelihood_rolling([request("loglikelihood_rolling", (text,))])
     ((from_empty_context, _),) = lm.loglikelihood([request("loglikelihood", ("", text))])
     assert rolling == pytest.approx(from_empty_context, abs=1e-3)
+
+
+def test_a_mistyped_decoder_setting_in_model_args_is_refused_before_loading():
+    with pytest.raises(HarnessError, match="layerskip has no setting 'speculatio'; its settings: exit_layer"):
+        FastDecodeLM(pretrained="/nonexistent/model.gguf", decoder="layerskip", speculatio=2)

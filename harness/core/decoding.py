@@ -3,6 +3,10 @@
 A decoder is built once for a model (`Decoder(runner, **settings)`), then `generate`s from prompt token ids until
 `max_new_tokens` or a stop, returning the new token ids and its own statistics. Register one with
 `@DECODERS.register("name")`. Under greedy decoding every decoder must return exactly vanilla's tokens.
+
+A decoder declares its settings as typed keyword parameters of its `__init__` (after `runner` and `task`, no
+`**settings`): `check_settings` reads them from there, so `--set` and `model_args` refuse a typo or a mistyped value
+in one line, before the model loads.
 """
 from __future__ import annotations
 

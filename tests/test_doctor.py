@@ -1,0 +1,41 @@
+"""`run.py doctor`: ok/warn/fail lines with fixes, the CPU by its model name, heads per task."""
+import subprocess
+import sys
+from pathlib import Path
+
+import harness.doctor as doctor
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_doctor_prints_one_status_per_fact_with_fixes():
+    out = subprocess.run([sys.executable, "run.py", "doctor"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode in (0, 1), out.stderr
+    lines = out.stdout.splitlines()
+    statuses = [line.split()[0] for line in lines if not line.startswith(" ")]
+    assert set(statuses) <= {"ok", "warn", "fail"} and len(statuses) >= 7
+    assert all(line.strip().startswith("fix: ") for line in lines if line.startswith(" "))
+    assert lines[0].startswith("ok   torch ") and "transformers" in lines[0]
+    cpu = next(line for line in lines if " CPU " in line)
+    assert "cores" in cpu and "bf16 instructions" in cpu and "CPU x86_64 " not in cpu
+
+
+def test_heads_are_listed_per_model_kind_and_task(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path))
+    assert doctor.trained_heads().status == doctor.WARN
+    folder = tmp_path / "heads" / "SmolLM2-135M-Instruct"
+    folder.mkdir(parents=True)
+    for name in ("adadecode-xsum", "adadecode-humaneval", "medusa-xsum"):
+        (folder / f"{name}.safetensors").write_bytes(b"")
+    check = doctor.trained_heads()
+    assert check.status == doctor.OK
+    assert "adadecode (humaneval, xsum)" in check.what and "medusa (xsum)" in check.what
+
+
+def test_a_cpu_without_bf16_instructions_is_a_warning_with_a_fix(monkeypatch):
+    monkeypatch.setattr(doctor, "describe_device", lambda device: {
+        "name": "Old CPU", "architecture": "x86_64", "logical_cores": 4, "physical_cores": 2, "torch_threads": 4,
+        "torch_cpu_capability": "AVX2", "flags_known": True,
+        "bf16_instructions": {"AVX512-BF16": False, "AMX-BF16": False, "AMX tiles": False, "AVX-512": False}})
+    check = doctor.cpu()
+    assert check.status == doctor.WARN and "--dtype float32" in check.fix
