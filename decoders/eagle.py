@@ -52,8 +52,8 @@ class Eagle(Decoder):
     `draft` (a FeatureDraft) replaces the draft trained for the task."""
 
     def __init__(self, runner: ModelRunner, task: str | None = None, depth: int = 5, top_k: int = 4,
-                 total_tokens: int = 16, draft: FeatureDraft | None = None, **settings: Any) -> None:
-        super().__init__(runner, task, depth=depth, top_k=top_k, total_tokens=total_tokens, **settings)
+                 total_tokens: int = 16, draft: FeatureDraft | None = None) -> None:
+        super().__init__(runner, task, depth=depth, top_k=top_k, total_tokens=total_tokens)
         if min(depth, top_k, total_tokens) < 1:
             raise HarnessError(f"eagle needs depth, top_k and total_tokens of 1 or more, got {depth}, {top_k}, "
                                f"{total_tokens}")
