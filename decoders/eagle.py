@@ -25,7 +25,7 @@ import torch
 from harness.core.decoding import CACHE_HEADROOM, DECODERS, Decoder, Generation, TokenSink, greedy
 from harness.core.errors import HarnessError
 from harness.core.feature_draft import FeatureDraft, train_feature_draft
-from harness.core.heads import heads_file, load_heads, save_heads
+from harness.core.heads import HeadsNeed, heads_file, load_heads, save_heads
 from harness.core.model_runner import ModelRunner
 from harness.core.speculation import SpeculationStats
 from harness.core.tree import CandidateTree, ancestor_mask
@@ -141,6 +141,17 @@ class Eagle(Decoder):
         path = tree.accept(tokens, verified)
         cache.keep_slots(start, [start + node for node in path])
         return [tokens[node] for node in path[1:]] + [verified[path[-1]]], out[:, path]
+
+    @classmethod
+    def heads_needed(cls, model_name: str, task: str | None, settings: dict) -> HeadsNeed | None:
+        if task is None or settings.get("draft") is not None:
+            return None
+        return HeadsNeed(KIND, task, heads_file(model_name, KIND, task))
+
+    @classmethod
+    def default_recipe(cls, runner: ModelRunner) -> dict:
+        """`train-heads` settings of the draft measured in the README (the prompts of the other heads, 64 tokens)."""
+        return {"prompts": 150, "max_new_tokens": 64, "steps": 300}
 
     @classmethod
     def train_heads(cls, runner: ModelRunner, task_name: str, prompt_ids_list: list[list[int]], max_new_tokens: int = 96,
