@@ -7,9 +7,12 @@ import pytest
 import torch
 
 from decoders.adadecode import AdaDecode
+from decoders.eagle import Eagle
 from decoders.layerskip import LayerSkip
 from decoders.medusa import Medusa, MedusaHeads
+from decoders.pld import PromptLookup
 from decoders.self_speculative import SelfSpeculative
+from harness.core.feature_draft import FeatureDraft
 from harness.core.heads import ExitHead
 from harness.core.tree import CandidateTree
 from spec_planting import real_prompts, stop_after, vanilla_tokens
@@ -100,22 +103,25 @@ def test_shallow_layers_ahead_and_deep_layers_catching_up_give_vanilla_bits(runn
 NEW_TOKENS = 40
 
 
-def _decoders(runner):
+def _decoders(runner) -> dict:
+    """Builders of each decoder with settings that make it draft, exit and roll back often."""
     medusa_heads = MedusaHeads(3, runner.hidden_size)
     torch.nn.init.normal_(medusa_heads.weight, std=0.02, generator=torch.Generator().manual_seed(0))
     exits = {layer: ExitHead(runner.hidden_size, runner.dtype) for layer in (12, 20, 26)}
     return {
-        "adadecode": AdaDecode(runner, heads=exits, candidates=list(range(8000)), gamma=0.2),
-        "layerskip": LayerSkip(runner, exit_layer=16, speculations=3),
-        "self_speculative": SelfSpeculative(runner, skip_attention=[4, 9, 14, 19, 24], skip_mlp=[6, 12, 18]),
-        "medusa": Medusa(runner, heads=medusa_heads, tree="default"),
+        "adadecode": lambda: AdaDecode(runner, heads=exits, candidates=list(range(8000)), gamma=0.2),
+        "layerskip": lambda: LayerSkip(runner, exit_layer=16, speculations=3),
+        "self_speculative": lambda: SelfSpeculative(runner, skip_attention=[4, 9, 14, 19, 24], skip_mlp=[6, 12, 18]),
+        "medusa": lambda: Medusa(runner, heads=medusa_heads, tree="default"),
+        "pld": lambda: PromptLookup(runner, k=4),
+        "eagle": lambda: Eagle(runner, draft=FeatureDraft(runner)),
     }
 
 
-@pytest.mark.parametrize("name", ["adadecode", "layerskip", "self_speculative", "medusa"])
+@pytest.mark.parametrize("name", ["adadecode", "layerskip", "self_speculative", "medusa", "pld", "eagle"])
 def test_every_decoder_equals_vanilla_token_for_token_in_bf16(runner_bf16, shared_data, name):
     runner = runner_bf16
-    decoder = _decoders(runner)[name]
+    decoder = _decoders(runner)[name]()
     drafted = 0
     for prompt in real_prompts(runner, shared_data, 4):
         generation = decoder.generate(prompt, stop_after(runner, NEW_TOKENS))
