@@ -1,0 +1,80 @@
+"""Under sampling every decoder must draw from vanilla's distribution: a chi-square test of the first 3 tokens.
+
+On a tiny random model (`harness.random_models.TINY`), with top-k 3 (27 continuations) and temperature 0.05 (the
+random model's logits are close together; this spreads the top 3 apart), each decoder generates 4 tokens (so the
+first round drafts 2) from 1000 seeded samplers, and Pearson's chi-square test compares the counts of the first 3
+tokens with the exact probabilities computed from the model (`harness.distribution`). At alpha = 0.001 a correct
+decoder fails with probability 0.001 per check (0.5 % for the five checks together); the seeds are fixed, so the
+outcome is reproducible. A planted verifier that accepts a draft with probability sqrt(p) instead of p (accepts too
+often) must fail the same check.
+"""
+import pytest
+
+from decoders.layerskip import LayerSkip
+from decoders.pld import PromptLookup
+from decoders.self_speculative import SelfSpeculative
+from decoders.vanilla import Vanilla
+from harness.core.decoding import StopCondition
+from harness.core.sampling import Sampler, Sampling
+from harness.distribution import check_distribution
+from harness.random_models import TINY, random_runner
+
+SETTINGS = Sampling(temperature=0.05, top_k=3, seed=0)
+# "5 17 99" is followed by tokens the model finds likely after it, so prompt lookup drafts them (and the model
+# accepts some and rejects others)
+PROMPT = [5, 17, 99, 42, 238, 238, 7, 5, 17, 99]
+DRAWS, LENGTH, GENERATED, ALPHA = 1000, 3, 4, 0.001
+
+DECODERS = {
+    "vanilla": lambda runner: Vanilla(runner),
+    "pld": lambda runner: PromptLookup(runner),
+    "layerskip": lambda runner: LayerSkip(runner, exit_layer=5, speculations=2),
+    "self_speculative": lambda runner: SelfSpeculative(runner, skip_attention=[2, 3], skip_mlp=[3]),
+}
+
+
+class TooEager(Sampler):
+    """The planted bug: accepts a drafted token with probability sqrt(p), more often than p."""
+
+    def choose_among(self, candidates, probs):
+        residual = probs.double().clone()
+        for index, token in enumerate(candidates):
+            if self.uniform() < (float(residual[token]) / float(residual.sum())) ** 0.5:
+                return token, index
+            residual[token] = 0.0
+        return self.draw(residual), None
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return random_runner(TINY)
+
+
+def drafting_stats(decoder) -> tuple[int, int]:
+    """(drafted, accepted) over 100 sampled generations: the check means something only if drafts are both
+    accepted and rejected."""
+    drafted = accepted = 0
+    for i in range(100):
+        stats = decoder.generate(PROMPT, StopCondition(GENERATED), sampler=SETTINGS.sampler("stats", i)).stats
+        drafted, accepted = drafted + stats["drafted"], accepted + stats["accepted"]
+    return drafted, accepted
+
+
+@pytest.mark.parametrize("name", list(DECODERS))
+def test_decoder_samples_the_models_distribution(tiny, name):
+    decoder = DECODERS[name](tiny)
+    if name != "vanilla":
+        drafted, accepted = drafting_stats(decoder)
+        assert 0 < accepted < drafted, (drafted, accepted)
+    check = check_distribution(decoder, PROMPT, SETTINGS, LENGTH, DRAWS, ALPHA, max_new_tokens=GENERATED)
+    print(f"{name}: chi-square {check.statistic:.2f} on {check.cells} cells, p = {check.p_value:.4f}")
+    assert check.passed, check.as_dict()
+
+
+@pytest.mark.parametrize("name", ["pld", "self_speculative"])
+def test_a_verifier_that_accepts_too_often_is_caught(tiny, name):
+    check = check_distribution(DECODERS[name](tiny), PROMPT, SETTINGS, LENGTH, DRAWS, ALPHA,
+                               max_new_tokens=GENERATED, sampler=TooEager)
+    print(f"{name} with the planted bug: chi-square {check.statistic:.2f} on {check.cells} cells, "
+          f"p = {check.p_value:.3g}")
+    assert not check.passed, check.as_dict()
