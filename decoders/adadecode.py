@@ -10,7 +10,9 @@ At most `max_pending` early tokens may wait unverified; then a token must go thr
 When a chunk reaches the last layer, the final logits at each position verify the early token that followed it.
 At the first mismatch everything after it is discarded, every layer's cache is cropped and decoding continues from
 the final layer's token; so the output is exactly greedy decoding's. Tokens reach the `TokenSink` only once verified,
-so stops (end of sequence, stop strings, the token budget) fall exactly where vanilla's do.
+so stops (end of sequence, stop strings, the token budget) fall exactly where vanilla's do. Under sampling the early
+tokens (the exit heads' top tokens: point masses) are verified by speculative sampling (`Sampler.accept_chain`), so
+the output keeps vanilla sampling's distribution.
 
 The cheap exit test. Checking an exit with the full lm head costs a whole-vocabulary matmul (on SmolLM2, 49 152 × 576,
 about a sixth of a decoding step), which would eat the gain. By default the head's softmax is taken over a small
@@ -33,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from harness.core.decoding import DECODERS, Decoder, Generation, TokenSink, greedy
+from harness.core.decoding import DECODERS, Decoder, Generation, TokenSink, accepted_prefix_length, greedy
 from harness.core.heads import ExitHead, HeadsNeed, exit_heads, heads_file, load_heads, save_heads
 from harness.core.errors import HarnessError
 from harness.core.model_runner import ModelRunner
@@ -86,6 +88,8 @@ class AdaDecode(Decoder):
     """Settings: `gamma` (0.75), `max_pending` (5), `exit_layers` (a list, or text such as "24+28" for the command
     line; default: every layer the heads were trained for), `vocabulary` ("candidates" or "full"), `heads_path` (default: the heads trained for the model and task),
     or `heads` ({layer: ExitHead}, with a `candidates` tensor of token ids) to use heads held in memory."""
+
+    samples = True
 
     def __init__(self, runner: ModelRunner, task: str | None = None, gamma: float = 0.75, max_pending: int = 5,
                  exit_layers: list[int] | None = None, vocabulary: str = "candidates",
@@ -160,7 +164,7 @@ class AdaDecode(Decoder):
         cache = self.new_cache(prompt_ids, stop)
         sink = TokenSink(stop, on_first_token)
         stats = _Stats(n)
-        token = greedy(runner.forward(prompt_ids, cache, last_only=True))[0]
+        token = self.pick(runner.forward(prompt_ids, cache, last_only=True))[0]
         stats.steps, stats.layer_runs = 1, n
         stats.exit_layers.append(n)
         done = sink.add([token])
@@ -196,10 +200,8 @@ class AdaDecode(Decoder):
                 continue
             # The chunk reached the last layer: its final logits verify the early tokens that followed each position.
             stats.steps += 1
-            targets = greedy(runner.logits(hidden))
-            accepted = 0
-            while accepted < len(early) and early[accepted][0] == targets[accepted]:
-                accepted += 1
+            targets = self._verify([t for t, _ in early], runner.logits(hidden))
+            accepted = len(targets) - 1
             stats.accepted += accepted
             if accepted < len(early):
                 stats.rejected += 1
@@ -207,10 +209,18 @@ class AdaDecode(Decoder):
                 position = position - len(early) + accepted
                 cache.crop(position + 1)
             stats.exit_layers += [e for _, e in early[:accepted]] + [n]
-            token, position = targets[accepted], position + 1
+            token, position = targets[-1], position + 1
             done = sink.add([t for t, _ in early[:accepted]] + [token])
             early = []
         return Generation(sink.tokens, stats.as_dict(len(sink.tokens)))
+
+    def _verify(self, early: list[int], logits: torch.Tensor) -> list[int]:
+        """The confirmed early tokens plus the final layer's next token (greedy, or by speculative sampling)."""
+        if self.sampler is None:
+            targets = greedy(logits)
+            accepted = accepted_prefix_length(early, targets)
+            return early[:accepted] + [targets[accepted]]
+        return self.sampler.accept_chain(early, logits)
 
     # --- training ------------------------------------------------------------------------------------------------
     @classmethod
