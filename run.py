@@ -52,6 +52,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    "--temperature)")
     p.add_argument("--seed", type=int, default=0,
                    help="sampling seed; each sample draws from its own generator seeded by it, the task and the sample")
+    p.add_argument("--distribution-draws", type=int, default=200,
+                   help="under sampling, draws of each decoder's distribution check on each task's first sample, the "
+                        "verdict that replaces token parity (default 200; 0: no check)")
     return p
 
 
@@ -131,7 +134,7 @@ def bench(argv: list[str]) -> int:
 
 
 def check_counts(args: argparse.Namespace) -> None:
-    for flag in ("limit", "warmup", "train_rows"):
+    for flag in ("limit", "warmup", "train_rows", "distribution_draws"):
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
             raise HarnessError(f"--{flag.replace('_', '-')} must be 0 or more, got {getattr(args, flag)}")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
@@ -197,6 +200,7 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
         world.on_rank0(lambda: write_meta(out, meta))
         config = BenchConfig(out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens, warmup=args.warmup,
                              telemetry=not args.no_telemetry, decoder_settings=settings, world=world, sampling=sampling,
+                             distribution_draws=args.distribution_draws,
                              task_settings={task: {n: used["settings"] for n, used in by_name.items()}
                                             for task, by_name in settings_used.items()})
         try:
@@ -211,7 +215,8 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
         return 0, None
     print(f"results: {out / 'results.jsonl'}")
     run = load_run(out)
-    print(format_summary(run.rows[run.rows["task"].isin(task_names) & run.rows["decoder"].isin(names)], run.meta))
+    print(format_summary(run.rows[run.rows["task"].isin(task_names) & run.rows["decoder"].isin(names)], run.meta,
+                         run.distribution))
     if trained:
         print("trained heads this run (cached for later runs): " + "; ".join(
             f"{t['kind']} for {t['task']} in {t['seconds'] / 60:.1f} min" for t in trained) +

@@ -5,7 +5,8 @@ parity reference for the other decoders, and interleaving (vanilla, method, vani
 drift hit all decoders alike. A sweep's points run as variants `DECODER@SETTINGS` (`harness/sweep.py`), each with
 its own settings, interleaved the same way (vanilla once per sample for all of them). Under sampling (`--temperature`
 above 0) every generation draws from a sampler seeded by the run's seed, the task and the sample id (the same seed
-for every decoder on a sample), and token parity, which needs greedy decoding, is not checked. Decoders are built once per
+for every decoder on a sample), token parity, which needs greedy decoding, is not checked, and each task ends with
+the check of every decoder's output distribution that replaces it (`harness/distribution.py`). Decoders are built once per
 task (`Cls(runner, task=name, **settings)`); `warmup` generations per decoder and task run first and are not
 recorded. An exception in one sample is recorded in that row's `error` and the run goes on. Under torchrun every
 rank runs its own shard of each task's samples (`harness/distributed.py`).
@@ -23,6 +24,7 @@ from harness.core.decoding import DECODERS, Decoder, StopCondition
 from harness.core.model_runner import ModelRunner
 from harness.core.sampling import Sampling
 from harness.distributed import World, merge_results
+from harness.distribution import record_run_checks
 from harness.parity import check
 from harness.results import REFERENCE_DECODER, RESULTS_FILE, Key, ResultStore, base_decoder, result_files
 from harness.telemetry import MemoryProbe
@@ -42,6 +44,7 @@ class BenchConfig:
     task_settings: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     world: World = field(default_factory=World)
     sampling: Sampling = field(default_factory=Sampling)
+    distribution_draws: int = 200  # draws of each decoder's distribution check under sampling (0: none)
 
 
 class Measurer:
@@ -124,6 +127,10 @@ def run_task(runner: ModelRunner, store: ResultStore, measurer: Measurer, names:
                 store.append(row)
                 bar.set_postfix(throughput.add(row), refresh=False)
                 bar.update()
+    if not config.sampling.greedy and config.distribution_draws and shard and config.world.rank == 0:
+        _, sample = shard[0]
+        record_run_checks(config.out_dir, task.name, str(sample.id), task.prompt_ids(sample, runner.tokenizer),
+                          decoders, config.sampling, config.distribution_draws)
 
 
 def warm_up(decoders: dict[str, Decoder], prompt_ids: list[int], stop: StopCondition, n: int,

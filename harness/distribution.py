@@ -6,10 +6,17 @@ forward per prefix; the decoder generates the continuation from `draws` differen
 chi-square test compares the counts with the exact probabilities (continuations whose expected count is below 5
 are pooled into one cell, as the test's approximation needs). At significance `alpha` a correct decoder fails with
 probability `alpha` (a false alarm); the draws are seeded, so a given check's verdict is reproducible.
+
+A sampled benchmark run (`--temperature` above 0) runs the check for every decoder on each task's first sample, at
+the run's temperature and top-p with the top-k cut to `RUN_TOP_K`, and appends one row per (task, decoder) to the
+run folder's `distribution.jsonl`: the verdict that replaces token parity in its reports. With the few hundred
+draws a run affords, it catches gross errors only; the fine-grained check is the test suite's.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,6 +27,8 @@ from harness.core.model_runner import ModelRunner
 from harness.core.sampling import Sampler, Sampling, warp
 
 MIN_EXPECTED = 5.0
+DISTRIBUTION_FILE = "distribution.jsonl"
+RUN_TOP_K, RUN_LENGTH, RUN_GENERATED = 3, 2, 4  # a run's check: 9 continuations; 4 tokens so that drafts reach past
 
 
 @dataclass
@@ -99,3 +108,22 @@ def check_distribution(decoder: Decoder, prompt_ids: list[int], settings: Sampli
     exact = exact_distribution(decoder.runner, prompt_ids, length, settings)
     counts = empirical_counts(decoder, prompt_ids, length, settings, draws, max_new_tokens, sampler)
     return chi_square(counts, exact, alpha)
+
+
+def record_run_checks(out_dir: Path, task: str, sample_id: str, prompt_ids: list[int], decoders: dict[str, Decoder],
+                      sampling: Sampling, draws: int) -> None:
+    """Checks each decoder not yet checked on `task` (a resumed run keeps its rows) and appends its row to the run
+    folder's `distribution.jsonl` as soon as it is done."""
+    path = out_dir / DISTRIBUTION_FILE
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    done = {(row["task"], row["decoder"]) for row in map(json.loads, filter(str.strip, lines))}
+    settings = Sampling(sampling.temperature, sampling.top_p, min(sampling.top_k or RUN_TOP_K, RUN_TOP_K),
+                        sampling.seed)
+    for name, decoder in decoders.items():
+        if (task, name) in done:
+            continue
+        check = check_distribution(decoder, prompt_ids, settings, RUN_LENGTH, draws, max_new_tokens=RUN_GENERATED)
+        row = {"task": task, "decoder": name, "sample_id": sample_id, "tokens": RUN_LENGTH,
+               "sampling": settings.as_dict(), **check.as_dict()}
+        with open(path, "a", encoding="utf-8") as out:
+            out.write(json.dumps(row) + "\n")

@@ -14,8 +14,8 @@ NO_MODEL = ("--model", "/nonexistent/model.gguf")  # reached only if the check u
 def test_bad_sampling_flags_are_refused_before_the_model_loads():
     one_line_error(run_cli("--temperature", "-0.5", *NO_MODEL), "--temperature must be 0 (greedy) or more")
     one_line_error(run_cli("--temperature", "0.7", "--top-p", "0", *NO_MODEL), "--top-p must lie in (0, 1]")
-    one_line_error(run_cli("--decoders", "medusa", "--temperature", "0.7", *NO_MODEL),
-                   "medusa decode(s) greedily only", "decoders that sample: ", "pld")
+    one_line_error(run_cli("--decoders", "hf_generate,pld", "--temperature", "0.7", *NO_MODEL),
+                   "hf_generate decode(s) greedily only", "decoders that sample: ", "medusa")
 
 
 def _meta(sampling):
@@ -33,13 +33,18 @@ def test_a_rerun_with_other_sampling_settings_is_refused(tmp_path):
 def test_a_sampled_run_records_its_settings_and_skips_parity(tmp_path):
     args = ("--decoders", "pld", "--tasks", "humaneval", "--limit", "2", "--max-new-tokens", "8", "--device", "cpu",
             "--dtype", "float32", "--temperature", "0.7", "--top-p", "0.95", "--seed", "3", "--warmup", "0",
-            "--no-report")
+            "--distribution-draws", "20", "--no-report")
     out = run_cli(*args, "--out", str(tmp_path / "a"))
     assert out.returncode == 0, out.stderr
     meta = json.loads((tmp_path / "a" / "meta.json").read_text())
     assert meta["sampling"] == {"greedy": False, "temperature": 0.7, "top_p": 0.95, "top_k": 0, "seed": 3}
     rows = [json.loads(line) for line in (tmp_path / "a" / "results.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["error"] is None and r["parity"] is None for r in rows)
+    checks = [json.loads(line) for line in (tmp_path / "a" / "distribution.jsonl").read_text().splitlines()]
+    assert [(c["task"], c["decoder"], c["draws"]) for c in checks] == [("humaneval", "vanilla", 20),
+                                                                        ("humaneval", "pld", 20)]
+    assert checks[0]["sampling"] == {"greedy": False, "temperature": 0.7, "top_p": 0.95, "top_k": 3, "seed": 3}
+    assert "pld on humaneval" in out.stdout and "distribution check" in out.stdout
     assert run_cli(*args, "--out", str(tmp_path / "b")).returncode == 0
     again = [json.loads(line) for line in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]
     assert [r["tokens"] for r in again] == [r["tokens"] for r in rows]  # the seed makes the draws reproducible
