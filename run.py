@@ -67,7 +67,8 @@ def sampling_settings(args: argparse.Namespace, decoder_names: list[str]) -> Sam
     greedy_only = [n for n in decoder_names if not DECODERS.get(base_decoder(n)).samples]
     if not sampling.greedy and greedy_only:
         samplers = ", ".join(n for n in DECODERS.names() if DECODERS.get(n).samples)
-        raise HarnessError(f"{', '.join(greedy_only)} decode(s) greedily only; drop them from --decoders or use "
+        raise HarnessError(f"{', '.join(greedy_only)} decode{'s' if len(greedy_only) == 1 else ''} greedily only; "
+                           f"drop {'it' if len(greedy_only) == 1 else 'them'} from --decoders or use "
                            f"--temperature 0 (decoders that sample: {samplers})")
     return sampling
 

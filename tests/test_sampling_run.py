@@ -15,7 +15,7 @@ def test_bad_sampling_flags_are_refused_before_the_model_loads():
     one_line_error(run_cli("--temperature", "-0.5", *NO_MODEL), "--temperature must be 0 (greedy) or more")
     one_line_error(run_cli("--temperature", "0.7", "--top-p", "0", *NO_MODEL), "--top-p must lie in (0, 1]")
     one_line_error(run_cli("--decoders", "hf_generate,pld", "--temperature", "0.7", *NO_MODEL),
-                   "hf_generate decode(s) greedily only", "decoders that sample: ", "medusa")
+                   "hf_generate decodes greedily only", "decoders that sample: ", "medusa")
 
 
 def _meta(sampling):
