@@ -27,7 +27,7 @@ import torch
 from harness.core.decoding import CACHE_HEADROOM, DECODERS, Decoder, Generation, TokenSink, greedy
 from harness.core.errors import HarnessError
 from harness.core.feature_draft import FeatureDraft, train_feature_draft
-from harness.core.heads import heads_file, load_heads, save_heads
+from harness.core.heads import HeadsNeed, heads_file, load_heads, save_heads
 from harness.core.model_runner import ModelRunner
 from harness.core.speculation import SpeculationStats
 from harness.core.tree import CandidateTree, ancestor_mask
@@ -56,8 +56,8 @@ class Eagle(Decoder):
     samples = True
 
     def __init__(self, runner: ModelRunner, task: str | None = None, depth: int = 5, top_k: int = 4,
-                 total_tokens: int = 16, draft: FeatureDraft | None = None, **settings: Any) -> None:
-        super().__init__(runner, task, depth=depth, top_k=top_k, total_tokens=total_tokens, **settings)
+                 total_tokens: int = 16, draft: FeatureDraft | None = None) -> None:
+        super().__init__(runner, task, depth=depth, top_k=top_k, total_tokens=total_tokens)
         if min(depth, top_k, total_tokens) < 1:
             raise HarnessError(f"eagle needs depth, top_k and total_tokens of 1 or more, got {depth}, {top_k}, "
                                f"{total_tokens}")
@@ -149,6 +149,17 @@ class Eagle(Decoder):
             path, bonus = tree.accept_sampled(tokens, lambda node: runner.logits(out[:, node:node + 1]), self.sampler)
         cache.keep_slots(start, [start + node for node in path])
         return [tokens[node] for node in path[1:]] + [bonus], out[:, path]
+
+    @classmethod
+    def heads_needed(cls, model_name: str, task: str | None, settings: dict) -> HeadsNeed | None:
+        if task is None or settings.get("draft") is not None:
+            return None
+        return HeadsNeed(KIND, task, heads_file(model_name, KIND, task))
+
+    @classmethod
+    def default_recipe(cls, runner: ModelRunner) -> dict:
+        """`train-heads` settings of the draft measured in the README (the prompts of the other heads, 64 tokens)."""
+        return {"prompts": 150, "max_new_tokens": 64, "steps": 300}
 
     @classmethod
     def train_heads(cls, runner: ModelRunner, task_name: str, prompt_ids_list: list[list[int]], max_new_tokens: int = 96,

@@ -33,8 +33,8 @@ def lookup(context: list[int] | np.ndarray, max_ngram: int, min_ngram: int, k: i
 class PromptLookup(DraftVerifyDecoder):
     """Settings: `max_ngram` (3), `min_ngram` (1), `k` (10, the most tokens drafted per round)."""
 
-    def __init__(self, runner, task=None, max_ngram: int = 3, min_ngram: int = 1, k: int = 10, **settings):
-        super().__init__(runner, task, max_ngram=max_ngram, min_ngram=min_ngram, k=k, **settings)
+    def __init__(self, runner, task=None, max_ngram: int = 3, min_ngram: int = 1, k: int = 10) -> None:
+        super().__init__(runner, task, max_ngram=max_ngram, min_ngram=min_ngram, k=k)
         if not 1 <= min_ngram <= max_ngram:
             raise HarnessError(f"pld needs 1 <= min_ngram <= max_ngram, got min_ngram={min_ngram}, "
                                f"max_ngram={max_ngram}")

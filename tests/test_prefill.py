@@ -5,6 +5,7 @@ import torch
 import decoders  # noqa: F401  (registers the decoders)
 from decoders.medusa import MedusaHeads
 from harness.core.decoding import DECODERS, StopCondition
+from harness.core.feature_draft import FeatureDraft
 from harness.core.heads import ExitHead
 from harness.random_models import TINY, random_runner
 
@@ -15,6 +16,8 @@ SETTINGS = {
     "self_speculative": {"skip_attention": [2], "skip_mlp": [4], "threshold": 0.0},
     "adadecode": {"heads": {3: ExitHead(TINY["hidden_size"])}, "gamma": 0.0, "vocabulary": "full"},
     "medusa": {"heads": MedusaHeads(2, TINY["hidden_size"]), "tree": "chain"},
+    "pld": {"k": 4},
+    "eagle": {"draft": "untrained"},
 }
 
 
@@ -29,7 +32,10 @@ def test_prefill_runs_the_lm_head_on_the_last_position_only(tiny, name):
     rows = []
     hook = tiny.lm_head.register_forward_hook(lambda module, args, out: rows.append(args[0].shape[-2]))
     try:
-        decoder = DECODERS.get(name)(tiny, **SETTINGS[name])
+        settings = dict(SETTINGS[name])
+        if settings.get("draft") == "untrained":
+            settings["draft"] = FeatureDraft(tiny)
+        decoder = DECODERS.get(name)(tiny, **settings)
         decoder.generate(PROMPT, StopCondition(4, frozenset()))
     finally:
         hook.remove()
