@@ -3,9 +3,8 @@ vanilla sampling's per-sample reproducibility on a tiny random model."""
 import pytest
 import torch
 
-from decoders.medusa import Medusa
 from decoders.vanilla import Vanilla
-from harness.core.decoding import StopCondition
+from harness.core.decoding import Decoder, Generation, StopCondition
 from harness.core.errors import HarnessError
 from harness.core.sampling import Sampler, Sampling, warp
 from harness.random_models import TINY, random_runner
@@ -80,6 +79,14 @@ def test_vanilla_sampling_is_reproducible_per_sample(tiny):
     assert len(others | {tuple(first)}) > 1  # different samples draw differently
 
 
+class GreedyOnly(Decoder):
+    name = "greedy_only"
+
+    def _generate(self, prompt_ids, stop, on_first_token):
+        return Generation([])
+
+
 def test_a_greedy_only_decoder_refuses_a_sampler(tiny):
-    with pytest.raises(HarnessError, match="greedily only"):
-        Medusa.__new__(Medusa).generate([1, 2], StopCondition(2), sampler=Sampling(temperature=1.0).sampler(0))
+    assert GreedyOnly(tiny).generate([1, 2], StopCondition(2)).tokens == []
+    with pytest.raises(HarnessError, match="greedy_only decodes greedily only"):
+        GreedyOnly(tiny).generate([1, 2], StopCondition(2), sampler=Sampling(temperature=1.0).sampler(0))
