@@ -86,7 +86,10 @@ def test_sampling_requests_draw_reproducibly_per_request(runner):
                                                           "top_k": 50, "seed": 0}
 
 
-def test_sampling_is_refused_by_a_greedy_only_decoder(runner):
+def test_sampling_is_refused_by_a_greedy_only_decoder(runner, monkeypatch):
+    from decoders.hf_generate import HFGenerate
+
+    monkeypatch.setattr(HFGenerate, "samples", False)  # every registered decoder samples; a plugin may not
     lm = FastDecodeLM(runner=runner, decoder="hf_generate")
     with pytest.raises(HarnessError, match="greedily only"):
         lm.generate_until([request("generate_until", ("Hello", {"until": ["\n"], "do_sample": True}))])

@@ -14,8 +14,19 @@ NO_MODEL = ("--model", "/nonexistent/model.gguf")  # reached only if the check u
 def test_bad_sampling_flags_are_refused_before_the_model_loads():
     one_line_error(run_cli("--temperature", "-0.5", *NO_MODEL), "--temperature must be 0 (greedy) or more")
     one_line_error(run_cli("--temperature", "0.7", "--top-p", "0", *NO_MODEL), "--top-p must lie in (0, 1]")
-    one_line_error(run_cli("--decoders", "hf_generate,pld", "--temperature", "0.7", *NO_MODEL),
-                   "hf_generate decodes greedily only", "decoders that sample: ", "medusa")
+
+
+def test_a_decoder_that_cannot_sample_is_refused_before_the_model_loads(monkeypatch):
+    """Every registered decoder samples; a plugin that does not (`samples = False`) is refused by name."""
+    import run
+    from decoders.hf_generate import HFGenerate
+
+    monkeypatch.setattr(HFGenerate, "samples", False)
+    args = run.bench_parser().parse_args(["--temperature", "0.7"])
+    with pytest.raises(HarnessError, match="hf_generate decodes greedily only; drop it from --decoders .*medusa"):
+        run.sampling_settings(args, ["vanilla", "hf_generate"])
+    args.temperature = 0.0
+    assert run.sampling_settings(args, ["hf_generate"]).greedy
 
 
 def _meta(sampling):
