@@ -193,7 +193,8 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
         out.mkdir(parents=True, exist_ok=True)
         meta = {**environment(runner), "world_size": world.world_size,
                 "device_names": world.gather(device_name(device)), "max_new_tokens": args.max_new_tokens,
-                "limit": args.limit, "split": "test", "seed": SEED, "sampling": sampling.as_dict(), "warmup": args.warmup,
+                "limit": args.limit, "split": "test", "seed": SEED, "sampling": sampling.as_dict(),
+                "warmup": args.warmup,
                 "telemetry": not args.no_telemetry, "decoders": names,
                 "decoder_settings": explicit, "settings_used": settings_used,
                 "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()],

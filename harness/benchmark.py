@@ -6,8 +6,8 @@ drift hit all decoders alike. A sweep's points run as variants `DECODER@SETTINGS
 its own settings, interleaved the same way (vanilla once per sample for all of them). Under sampling (`--temperature`
 above 0) every generation draws from a sampler seeded by the run's seed, the task and the sample id (the same seed
 for every decoder on a sample), token parity, which needs greedy decoding, is not checked, and each task ends with
-the check of every decoder's output distribution that replaces it (`harness/distribution.py`). Decoders are built once per
-task (`Cls(runner, task=name, **settings)`); `warmup` generations per decoder and task run first and are not
+the check of every decoder's output distribution that replaces it (`harness/distribution.py`). Decoders are built
+once per task (`Cls(runner, task=name, **settings)`); `warmup` generations per decoder and task run first and are not
 recorded. An exception in one sample is recorded in that row's `error` and the run goes on. Under torchrun every
 rank runs its own shard of each task's samples (`harness/distributed.py`).
 """
@@ -64,11 +64,11 @@ class Measurer:
             "new_tokens": None, "ttft_s": None, "decode_s": None, "total_s": None, "tokens_per_s": None,
             "stats": None, "memory": None, "parity": None, "quality": None, "error": None}
         try:
+            sampler = self.sampling.sampler(task.name, sample.id)
             self.probe.start()
             try:
                 self.timer.start()
-                gen = decoder.generate(prompt_ids, stop, on_first_token=self.timer.first_token,
-                                       sampler=self.sampling.sampler(task.name, sample.id))
+                gen = decoder.generate(prompt_ids, stop, on_first_token=self.timer.first_token, sampler=sampler)
                 timing = self.timer.stop()
             finally:
                 row["memory"] = self.probe.stop()

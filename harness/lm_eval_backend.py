@@ -8,7 +8,8 @@
 `parity=true`, token parity against vanilla) in `request_stats` and, when `speed_log` names a file, as JSON lines
 written as they are produced. It decodes greedily unless a request's gen_kwargs ask for sampling (`do_sample`,
 `temperature`, `top_p`, `top_k`; temperature 1 when `do_sample` comes without one): each request then draws from its
-own sampler seeded by `seed`, its task, document and position, and parity (which needs greedy decoding) is skipped. `loglikelihood` and `loglikelihood_rolling` run a plain forward of the HF model.
+own sampler seeded by `seed`, its task, document and position, and parity (which needs greedy decoding) is skipped.
+`loglikelihood` and `loglikelihood_rolling` run a plain forward of the HF model.
 Requests run one at a time: the decoders are single-sequence.
 """
 from __future__ import annotations
@@ -42,8 +43,8 @@ class FastDecodeLM(TemplateLM):
                  runner: ModelRunner | None = None, seed: int = 0, **decoder_settings: Any) -> None:
         """`pretrained`/`dtype`/`device` go to `load_runner` unless a loaded `runner` is passed. `task` names the
         harness task a decoder's trained heads belong to (default: each request's lm-eval task name); the remaining
-        keyword arguments (e.g. `heads=...`) are the decoder's settings. `seed` seeds sampling requests. `batch_size` is accepted for lm-eval's
-        sake; requests run one at a time."""
+        keyword arguments (e.g. `heads=...`) are the decoder's settings. `seed` seeds sampling requests.
+        `batch_size` is accepted for lm-eval's sake; requests run one at a time."""
         super().__init__()
         self.decoder_class = DECODERS.get(decoder)
         decoder_settings = check_settings(self.decoder_class, decoder, decoder_settings)  # before the model loads
