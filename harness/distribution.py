@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from scipy.stats import chisquare
+from scipy.stats import chi2_contingency, chisquare
 
 from harness.core.decoding import Decoder, StopCondition
 from harness.core.model_runner import ModelRunner
@@ -98,6 +98,20 @@ def chi_square(counts: dict[tuple[int, ...], int], exact: dict[tuple[int, ...], 
     scale = draws / sum(expected)  # the exact probabilities sum to 1 up to float rounding
     result = chisquare(observed, [e * scale for e in expected])
     return DistributionCheck(float(result.statistic), float(result.pvalue), len(observed), draws, alpha)
+
+
+def two_sample(counts: dict[tuple[int, ...], int], reference: dict[tuple[int, ...], int],
+               alpha: float) -> DistributionCheck:
+    """Pearson's chi-square test that two sets of counts (e.g. a decoder's and vanilla's, from independent seeds)
+    come from one distribution; continuations seen fewer than 2 × 5 times in both together are pooled into one
+    cell, so that every expected count of equally many draws is at least 5."""
+    kept = [c for c in set(counts) | set(reference) if counts.get(c, 0) + reference.get(c, 0) >= 2 * MIN_EXPECTED]
+    pooled = [sum(v for c, v in side.items() if c not in kept) for side in (counts, reference)]
+    table = [[side.get(c, 0) for c in kept] + ([n] if sum(pooled) else []) for side, n in zip((counts, reference),
+                                                                                             pooled)]
+    result = chi2_contingency(table, correction=False)
+    return DistributionCheck(float(result.statistic), float(result.pvalue), len(table[0]), sum(counts.values()),
+                             alpha)
 
 
 def check_distribution(decoder: Decoder, prompt_ids: list[int], settings: Sampling, length: int = 3,

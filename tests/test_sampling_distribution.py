@@ -3,9 +3,10 @@
 On a tiny random model (`harness.random_models.TINY`), with top-k 3 (27 continuations) and temperature 0.05 (the
 random model's logits are close together; this spreads the top 3 apart), each decoder generates 4 tokens (so the
 first round drafts 2) from 1000 seeded samplers, and Pearson's chi-square test compares the counts of the first 3
-tokens with the exact probabilities computed from the model (`harness.distribution`). At alpha = 0.001 a correct
-decoder fails with probability 0.001 per check (under 1 % for the nine checks together); the seeds are fixed, so the
-outcome is reproducible. A planted verifier that accepts a draft with probability sqrt(p) instead of p (accepts too
+tokens with the exact probabilities computed from the model (`harness.distribution`), and a chi-square test of
+homogeneity compares them with vanilla's counts from 1000 other seeds. At alpha = 0.001 a correct decoder fails each
+check with probability 0.001 (1.8 % for the 18 checks together); the seeds are fixed, so the outcome is
+reproducible. A planted verifier that accepts a draft with probability sqrt(p) instead of p (accepts too
 often) must fail the same check.
 """
 import pytest
@@ -23,7 +24,7 @@ from harness.core.decoding import StopCondition
 from harness.core.feature_draft import FeatureDraft
 from harness.core.heads import ExitHead
 from harness.core.sampling import Sampler, Sampling
-from harness.distribution import check_distribution
+from harness.distribution import chi_square, empirical_counts, exact_distribution, two_sample
 from harness.random_models import TINY, random_runner
 
 SETTINGS = Sampling(temperature=0.05, top_k=3, seed=0)
@@ -103,21 +104,39 @@ def drafting_stats(decoder) -> tuple[int, int]:
     return drafted, accepted
 
 
+@pytest.fixture(scope="module")
+def exact(tiny):
+    return exact_distribution(tiny, PROMPT, LENGTH, SETTINGS)
+
+
+@pytest.fixture(scope="module")
+def vanilla_counts(tiny):
+    """Vanilla's counts from seeds of their own (independent of the decoders' draws)."""
+    other_seeds = Sampling(SETTINGS.temperature, SETTINGS.top_p, SETTINGS.top_k, seed=1)
+    return empirical_counts(Vanilla(tiny), PROMPT, LENGTH, other_seeds, DRAWS, GENERATED)
+
+
 @pytest.mark.parametrize("name", list(DECODERS))
-def test_decoder_samples_the_models_distribution(tiny, name):
+def test_decoder_samples_the_models_distribution(tiny, exact, vanilla_counts, name):
     decoder = DECODERS[name](tiny)
     if not name.startswith(("vanilla", "hf_generate")):  # these report no drafting counts
         drafted, accepted = drafting_stats(decoder)
         assert 0 < accepted < drafted, (drafted, accepted)
-    check = check_distribution(decoder, PROMPT, SETTINGS, LENGTH, DRAWS, ALPHA, max_new_tokens=GENERATED)
-    print(f"{name}: chi-square {check.statistic:.2f} on {check.cells} cells, p = {check.p_value:.4f}")
+    counts = empirical_counts(decoder, PROMPT, LENGTH, SETTINGS, DRAWS, GENERATED)
+    check, against_vanilla = chi_square(counts, exact, ALPHA), two_sample(counts, vanilla_counts, ALPHA)
+    print(f"{name}: against the exact distribution chi-square {check.statistic:.2f} on {check.cells} cells, "
+          f"p = {check.p_value:.4f}; against vanilla's draws chi-square {against_vanilla.statistic:.2f} on "
+          f"{against_vanilla.cells} cells, p = {against_vanilla.p_value:.4f}")
     assert check.passed, check.as_dict()
+    assert against_vanilla.passed, against_vanilla.as_dict()
 
 
 @pytest.mark.parametrize("name", ["pld", "self_speculative", "medusa"])
-def test_a_verifier_that_accepts_too_often_is_caught(tiny, name):
-    check = check_distribution(DECODERS[name](tiny), PROMPT, SETTINGS, LENGTH, DRAWS, ALPHA,
-                               max_new_tokens=GENERATED, sampler=TooEager)
-    print(f"{name} with the planted bug: chi-square {check.statistic:.2f} on {check.cells} cells, "
-          f"p = {check.p_value:.3g}")
+def test_a_verifier_that_accepts_too_often_is_caught(tiny, exact, vanilla_counts, name):
+    counts = empirical_counts(DECODERS[name](tiny), PROMPT, LENGTH, SETTINGS, DRAWS, GENERATED, sampler=TooEager)
+    check, against_vanilla = chi_square(counts, exact, ALPHA), two_sample(counts, vanilla_counts, ALPHA)
+    print(f"{name} with the planted bug: against the exact distribution chi-square {check.statistic:.2f} on "
+          f"{check.cells} cells, p = {check.p_value:.3g}; against vanilla's draws chi-square "
+          f"{against_vanilla.statistic:.2f}, p = {against_vanilla.p_value:.3g}")
     assert not check.passed, check.as_dict()
+    assert not against_vanilla.passed, against_vanilla.as_dict()
