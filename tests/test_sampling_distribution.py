@@ -5,7 +5,7 @@ random model's logits are close together; this spreads the top 3 apart), each de
 first round drafts 2) from 1000 seeded samplers, and Pearson's chi-square test compares the counts of the first 3
 tokens with the exact probabilities computed from the model (`harness.distribution`), and a chi-square test of
 homogeneity compares them with vanilla's counts from 1000 other seeds. At alpha = 0.001 a correct decoder fails each
-check with probability 0.001 (1.8 % for the 18 checks together); the seeds are fixed, so the outcome is
+check with probability 0.001 (2 % for the 20 checks together); the seeds are fixed, so the outcome is
 reproducible. A planted verifier that accepts a draft with probability sqrt(p) instead of p (accepts too
 often) must fail the same check.
 """
@@ -43,8 +43,11 @@ DECODERS = {
     # untrained (identity) heads guess the model's own top tokens, several siblings per position
     "medusa": lambda runner: Medusa(runner, heads=MedusaHeads(2, runner.hidden_size), tree="[[0],[1],[2],[0,0],[1,0]]"),
     "eagle": lambda runner: OracleEagle(runner, draft=untrained_draft(runner)),
+    # early tokens drawn from the exit head's q, over the whole vocabulary or over candidates (half of it)
     "adadecode": lambda runner: AdaDecode(runner, heads={5: ExitHead(runner.hidden_size)}, gamma=0.0,
                                           vocabulary="full"),
+    "adadecode_candidates": lambda runner: AdaDecode(runner, heads={5: ExitHead(runner.hidden_size)}, gamma=0.0,
+                                                     candidates=list(range(0, 512, 2))),
 }
 
 

@@ -6,7 +6,8 @@ most likely tokens whose mass reaches top-p, renormalised, computed in float32 (
 
 Speculative sampling (Leviathan et al. 2023; Chen et al. 2023) keeps the output distribution exactly the target's
 whatever the drafts are: a token drafted from q is accepted with probability min(1, p/q); on rejection the next
-token is drawn from normalise(max(0, p - q)). A deterministic draft (prompt lookup, a greedy draft) has a point mass
+token is drawn from normalise(max(0, p - q)) (`accept_chain` with the drafts' q, as AdaDecode's sampled early tokens
+have). A deterministic draft (prompt lookup, a greedy draft) has a point mass
 q = δ(d): d is accepted with probability p(d), else the token is drawn from p with d removed. Several deterministic
 candidates for one position (the siblings of a tree) are tried in turn, each against p with the earlier rejected
 ones removed (SpecInfer's multi-step rejection sampling); whichever sibling or residual token comes out, its
@@ -114,13 +115,21 @@ class Sampler:
             residual[token] = 0.0
         return self.draw(residual), None
 
-    def accept_chain(self, drafted: list[int], logits: torch.Tensor) -> list[int]:
-        """Speculative sampling of a deterministic drafted chain (point masses q) against verify `logits`
-        [len(drafted) + 1, vocab]: the accepted drafted prefix plus one token drawn by the verifier (from the
-        residual at a rejection, else the bonus after the last draft)."""
+    def accept_chain(self, drafted: list[int], logits: torch.Tensor,
+                     draft_probs: Sequence[torch.Tensor | None] | None = None) -> list[int]:
+        """Speculative sampling of a drafted chain against verify `logits` [len(drafted) + 1, vocab]: the accepted
+        drafted prefix plus one token drawn by the verifier (from the residual at a rejection, else the bonus after
+        the last draft). `draft_probs[j]`: the distribution q [vocab] draft j was drawn from, or None (the default
+        for all) for a deterministic draft (a point mass)."""
         probs = self.probs(logits)
         for j, token in enumerate(drafted):
-            chosen, index = self.choose_among([token], probs[j])
-            if index is None:
-                return drafted[:j] + [chosen]
+            q = None if draft_probs is None else draft_probs[j]
+            if q is None:
+                chosen, index = self.choose_among([token], probs[j])
+                if index is None:
+                    return drafted[:j] + [chosen]
+                continue
+            p_token, q_token = float(probs[j, token]), float(q[token])
+            if self.uniform() >= min(1.0, p_token / q_token):
+                return drafted[:j] + [self.draw((probs[j].double() - q.double()).clamp(min=0))]
         return drafted + [self.draw(probs[len(drafted)])]
