@@ -90,3 +90,23 @@ def test_a_greedy_only_decoder_refuses_a_sampler(tiny):
     assert GreedyOnly(tiny).generate([1, 2], StopCondition(2)).tokens == []
     with pytest.raises(HarnessError, match="greedy_only decodes greedily only"):
         GreedyOnly(tiny).generate([1, 2], StopCondition(2), sampler=Sampling(temperature=1.0).sampler(0))
+
+
+def test_a_draft_drawn_from_q_is_accepted_with_min_1_p_over_q_and_keeps_p():
+    """One token drafted from q, verified against p: the first output token is distributed as p (seeded draws,
+    tolerance 5 standard errors); a verifier told the wrong q (p itself, so it accepts every draft) is caught."""
+    p = torch.tensor([0.1, 0.4, 0.2, 0.3])
+    q = torch.tensor([0.5, 0.1, 0.2, 0.2])
+    logits = torch.log(torch.stack([p, p]))
+
+    def first_tokens(claimed_q: torch.Tensor) -> torch.Tensor:
+        sampler, counts = Sampler(Sampling(temperature=1.0), seed=2), torch.zeros(4)
+        for _ in range(20000):
+            counts[sampler.accept_chain([sampler.draw(q)], logits, [claimed_q])[0]] += 1
+        return counts / 20000
+
+    def distributed_as_p(shares: torch.Tensor) -> bool:
+        return bool(torch.all((shares - p).abs() < 5 * (p * (1 - p) / 20000).sqrt()))
+
+    assert distributed_as_p(first_tokens(q))
+    assert not distributed_as_p(first_tokens(p))
