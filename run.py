@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from harness.core.errors import HarnessError
+from harness.core.sampling import Sampling
 
 
 SEED = 0
@@ -43,7 +44,33 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="do not write the report (run.py report RUN_DIR does)")
     p.add_argument("--no-train", action="store_true",
                    help="stop when a decoder's trained heads are missing (default: train them with its default recipe)")
+    p.add_argument("--temperature", type=float, default=0.0,
+                   help="sampling temperature for every decoder (default 0: greedy decoding, checked by token parity)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling: keep the most likely tokens up to this "
+                   "mass (default 1: all; used with --temperature)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (default 0: all; used with "
+                   "--temperature)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="sampling seed; each sample draws from its own generator seeded by it, the task and the sample")
+    p.add_argument("--distribution-draws", type=int, default=200,
+                   help="under sampling, draws of each decoder's distribution check on each task's first sample, the "
+                        "verdict that replaces token parity (default 200; 0: no check)")
     return p
+
+
+def sampling_settings(args: argparse.Namespace, decoder_names: list[str]) -> Sampling:
+    """The run's `Sampling`; under sampling, a decoder that decodes greedily only is refused before the model loads."""
+    from harness.core.decoding import DECODERS
+    from harness.results import base_decoder
+
+    sampling = Sampling(args.temperature, args.top_p, args.top_k, args.seed)
+    greedy_only = [n for n in decoder_names if not DECODERS.get(base_decoder(n)).samples]
+    if not sampling.greedy and greedy_only:
+        samplers = ", ".join(n for n in DECODERS.names() if DECODERS.get(n).samples)
+        raise HarnessError(f"{', '.join(greedy_only)} decode{'s' if len(greedy_only) == 1 else ''} greedily only; "
+                           f"drop {'it' if len(greedy_only) == 1 else 'them'} from --decoders or use "
+                           f"--temperature 0 (decoders that sample: {samplers})")
+    return sampling
 
 
 def bench_parser() -> argparse.ArgumentParser:
@@ -108,7 +135,7 @@ def bench(argv: list[str]) -> int:
 
 
 def check_counts(args: argparse.Namespace) -> None:
-    for flag in ("limit", "warmup", "train_rows"):
+    for flag in ("limit", "warmup", "train_rows", "distribution_draws"):
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
             raise HarnessError(f"--{flag.replace('_', '-')} must be 0 or more, got {getattr(args, flag)}")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
@@ -138,6 +165,7 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
 
     settings = {name: check_settings(DECODERS.get(base_decoder(name)), name, values)
                 for name, values in settings.items()}  # a typo or a bad value fails before the model loads
+    sampling = sampling_settings(args, decoder_names)
     world = World.from_env()  # rank 0 of 1, or this process's rank under torchrun
     device = world.device(resolve_device(args.device))  # a bad --device fails before any data is read
     chosen_tasks = [TASKS.get(name)(args.data, args.train_rows) for name in TASKS.parse_list(args.tasks)]
@@ -165,14 +193,16 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
         out.mkdir(parents=True, exist_ok=True)
         meta = {**environment(runner), "world_size": world.world_size,
                 "device_names": world.gather(device_name(device)), "max_new_tokens": args.max_new_tokens,
-                "limit": args.limit, "split": "test", "seed": SEED, "warmup": args.warmup,
+                "limit": args.limit, "split": "test", "seed": SEED, "sampling": sampling.as_dict(),
+                "warmup": args.warmup,
                 "telemetry": not args.no_telemetry, "decoders": names,
                 "decoder_settings": explicit, "settings_used": settings_used,
                 "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()],
                 **({"trained_heads": trained} if trained else {}), **extra_meta}
         world.on_rank0(lambda: write_meta(out, meta))
         config = BenchConfig(out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens, warmup=args.warmup,
-                             telemetry=not args.no_telemetry, decoder_settings=settings, world=world,
+                             telemetry=not args.no_telemetry, decoder_settings=settings, world=world, sampling=sampling,
+                             distribution_draws=args.distribution_draws,
                              task_settings={task: {n: used["settings"] for n, used in by_name.items()}
                                             for task, by_name in settings_used.items()})
         try:
@@ -187,7 +217,8 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
         return 0, None
     print(f"results: {out / 'results.jsonl'}")
     run = load_run(out)
-    print(format_summary(run.rows[run.rows["task"].isin(task_names) & run.rows["decoder"].isin(names)], run.meta))
+    print(format_summary(run.rows[run.rows["task"].isin(task_names) & run.rows["decoder"].isin(names)], run.meta,
+                         run.distribution))
     if trained:
         print("trained heads this run (cached for later runs): " + "; ".join(
             f"{t['kind']} for {t['task']} in {t['seconds'] / 60:.1f} min" for t in trained) +
@@ -246,6 +277,9 @@ def sweep(argv: list[str]) -> int:
     DECODERS.get(args.decoder)
     if args.recommend and not hasattr(DECODERS.get(args.decoder), "default_recipe"):
         raise HarnessError(f"--recommend stores a setting with the decoder's trained heads; {args.decoder} has none")
+    if args.recommend and args.temperature:
+        raise HarnessError("--recommend stores a point checked by token parity, which needs greedy decoding; "
+                           "drop --temperature or --recommend")
     grid = parse_grid(args.grid)
     fixed = parse_settings(args.set, [args.decoder]).get(args.decoder, {})
     variants = sweep_variants(args.decoder, grid, fixed)

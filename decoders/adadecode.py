@@ -10,7 +10,10 @@ At most `max_pending` early tokens may wait unverified; then a token must go thr
 When a chunk reaches the last layer, the final logits at each position verify the early token that followed it.
 At the first mismatch everything after it is discarded, every layer's cache is cropped and decoding continues from
 the final layer's token; so the output is exactly greedy decoding's. Tokens reach the `TokenSink` only once verified,
-so stops (end of sequence, stop strings, the token budget) fall exactly where vanilla's do.
+so stops (end of sequence, stop strings, the token budget) fall exactly where vanilla's do. Under sampling the exit
+test is the same, but the early token is drawn from the exit head's own target distribution q (end-of-sequence
+tokens removed) and verified by speculative sampling against the final layer's p (`Sampler.accept_chain`: accepted
+with probability min(1, p/q), else redrawn from max(0, p - q)), so the output keeps vanilla sampling's distribution.
 
 The cheap exit test. Checking an exit with the full lm head costs a whole-vocabulary matmul (on SmolLM2, 49 152 × 576,
 about a sixth of a decoding step), which would eat the gain. By default the head's softmax is taken over a small
@@ -33,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from harness.core.decoding import DECODERS, Decoder, Generation, TokenSink, greedy
+from harness.core.decoding import DECODERS, Decoder, Generation, TokenSink, accepted_prefix_length, greedy
 from harness.core.heads import ExitHead, HeadsNeed, exit_heads, heads_file, load_heads, save_heads
 from harness.core.errors import HarnessError
 from harness.core.model_runner import ModelRunner
@@ -86,6 +89,8 @@ class AdaDecode(Decoder):
     """Settings: `gamma` (0.75), `max_pending` (5), `exit_layers` (a list, or text such as "24+28" for the command
     line; default: every layer the heads were trained for), `vocabulary` ("candidates" or "full"), `heads_path` (default: the heads trained for the model and task),
     or `heads` ({layer: ExitHead}, with a `candidates` tensor of token ids) to use heads held in memory."""
+
+    samples = True
 
     def __init__(self, runner: ModelRunner, task: str | None = None, gamma: float = 0.75, max_pending: int = 5,
                  exit_layers: list[int] | None = None, vocabulary: str = "candidates",
@@ -146,12 +151,26 @@ class AdaDecode(Decoder):
 
         A heuristic only: a wrong or over-confident answer costs time, never correctness (the final layer verifies).
         """
-        normed = self.runner.final_norm(self.heads[layer](hidden))[0, -1]
-        probs = torch.softmax(F.linear(normed, self._candidate_weight).float(), dim=-1)
+        probs = torch.softmax(self._head_logits(layer, hidden), dim=-1)
         top, index = probs.max(dim=-1)
         token = index if self._candidate_ids is None else self._candidate_ids[index]
         decision = int(torch.where(top >= self.gamma, token, -1))  # the one host sync of the test
         return None if decision < 0 else decision
+
+    def _head_logits(self, layer: int, hidden: torch.Tensor) -> torch.Tensor:
+        """The exit head's logits (float32) over the candidate vocabulary for the hidden state [1, 1, d]."""
+        normed = self.runner.final_norm(self.heads[layer](hidden))[0, -1]
+        return F.linear(normed, self._candidate_weight).float()
+
+    def _sampled_draft(self, layer: int, hidden: torch.Tensor, eos: frozenset[int]) -> tuple[int, torch.Tensor] | None:
+        """Under sampling, an early token drawn from the exit head's target distribution q with end-of-sequence tokens
+        removed, and that q over the whole vocabulary; None when q holds nothing else."""
+        q = self.sampler.probs(self._head_logits(layer, hidden))
+        if self._candidate_ids is not None:
+            q = torch.zeros(self.runner.lm_head.weight.shape[0], device=q.device).index_copy(0, self._candidate_ids, q)
+        q[sorted(eos)] = 0.0
+        mass = float(q.sum())
+        return None if mass <= 0 else (self.sampler.draw(q), q / mass)
 
     # --- decoding ------------------------------------------------------------------------------------------------
     def _generate(self, prompt_ids, stop, on_first_token):
@@ -160,12 +179,12 @@ class AdaDecode(Decoder):
         cache = self.new_cache(prompt_ids, stop)
         sink = TokenSink(stop, on_first_token)
         stats = _Stats(n)
-        token = greedy(runner.forward(prompt_ids, cache, last_only=True))[0]
+        token = self.pick(runner.forward(prompt_ids, cache, last_only=True))[0]
         stats.steps, stats.layer_runs = 1, n
         stats.exit_layers.append(n)
         done = sink.add([token])
         groups: list[_Group] = []  # positions still missing deep layers, oldest (deepest) first
-        early: list[tuple[int, int]] = []  # unverified early tokens: (token, exit layer)
+        early: list[tuple[int, int, torch.Tensor | None]] = []  # unverified early tokens: (token, exit layer, q)
         position = len(prompt_ids)  # where `token` goes
         while not done:
             stats.passes += 1
@@ -173,7 +192,7 @@ class AdaDecode(Decoder):
             exit_allowed = (len(early) < self.max_pending
                             and len(sink.tokens) + len(early) + 1 < stop.max_new_tokens)
             exits = [e for e in self.exit_layers if e < n] if exit_allowed else []
-            exited = None
+            exited, q = None, None
             while layer < n:
                 while groups and groups[-1].depth == layer:  # earlier positions missing this layer join the chunk
                     hidden = torch.cat([groups.pop().hidden, hidden], dim=1)
@@ -185,32 +204,42 @@ class AdaDecode(Decoder):
                 layer = end
                 if layer in exits:
                     exited = self.exit_token(layer, hidden[:, -1:], position)
+                    if exited is not None and self.sampler is not None:
+                        drawn = self._sampled_draft(layer, hidden[:, -1:], stop.eos_token_ids)
+                        exited, q = drawn if drawn is not None else (None, None)
                     if exited is not None and exited not in stop.eos_token_ids:
                         break
                     exited = None
             if exited is not None:
                 groups.append(_Group(layer, hidden))
-                early.append((exited, layer))
+                early.append((exited, layer, q))
                 stats.drafted += 1
                 token, position = exited, position + 1
                 continue
             # The chunk reached the last layer: its final logits verify the early tokens that followed each position.
             stats.steps += 1
-            targets = greedy(runner.logits(hidden))
-            accepted = 0
-            while accepted < len(early) and early[accepted][0] == targets[accepted]:
-                accepted += 1
+            targets = self._verify(early, runner.logits(hidden))
+            accepted = len(targets) - 1
             stats.accepted += accepted
             if accepted < len(early):
                 stats.rejected += 1
                 stats.discarded += len(early) - accepted - 1
                 position = position - len(early) + accepted
                 cache.crop(position + 1)
-            stats.exit_layers += [e for _, e in early[:accepted]] + [n]
-            token, position = targets[accepted], position + 1
-            done = sink.add([t for t, _ in early[:accepted]] + [token])
+            stats.exit_layers += [e for _, e, _ in early[:accepted]] + [n]
+            token, position = targets[-1], position + 1
+            done = sink.add([t for t, _, _ in early[:accepted]] + [token])
             early = []
         return Generation(sink.tokens, stats.as_dict(len(sink.tokens)))
+
+    def _verify(self, early: list[tuple[int, int, torch.Tensor | None]], logits: torch.Tensor) -> list[int]:
+        """The confirmed early tokens plus the final layer's next token (greedy, or by speculative sampling)."""
+        tokens = [t for t, _, _ in early]
+        if self.sampler is None:
+            targets = greedy(logits)
+            accepted = accepted_prefix_length(tokens, targets)
+            return tokens[:accepted] + [targets[accepted]]
+        return self.sampler.accept_chain(tokens, logits, [q for _, _, q in early])
 
     # --- training ------------------------------------------------------------------------------------------------
     @classmethod

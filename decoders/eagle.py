@@ -13,7 +13,9 @@ model's. Each round, from the pending token (the root):
 The model runs the root and the tree in one forward (tree mask, positions by depth). Its greedy token at each node
 is read out along the walk from the root only (the lm head on a few rows, not on every node); the longest path it
 agrees with is kept, plus its next token (the bonus), so the output is greedy decoding's. The accepted positions'
-keys/values are moved into place, and the draft catches up on their true features in one chunk.
+keys/values are moved into place, and the draft catches up on their true features in one chunk. Under sampling the
+tree (a deterministic function of the context) is walked by recursive rejection sampling instead
+(`CandidateTree.accept_sampled`), so the output keeps vanilla sampling's distribution.
 """
 from __future__ import annotations
 
@@ -51,6 +53,8 @@ class Eagle(Decoder):
     """Settings: `depth` (5), `top_k` (4), `total_tokens` (16, drafted nodes verified per round, the root aside).
     `draft` (a FeatureDraft) replaces the draft trained for the task."""
 
+    samples = True
+
     def __init__(self, runner: ModelRunner, task: str | None = None, depth: int = 5, top_k: int = 4,
                  total_tokens: int = 16, draft: FeatureDraft | None = None) -> None:
         super().__init__(runner, task, depth=depth, top_k=top_k, total_tokens=total_tokens)
@@ -74,7 +78,7 @@ class Eagle(Decoder):
         sink = TokenSink(stop, on_first_token)
         stats = SpeculationStats(steps=1)
         hidden = runner.run_layers(runner.embed(prompt_ids), cache)
-        root = greedy(runner.logits(hidden[:, -1:]))[0]
+        root = self.pick(runner.logits(hidden[:, -1:]))[0]
         guess = draft(hidden, runner.embed(prompt_ids[1:] + [root]), draft_cache)[:, -1:]
         sizes = []
         done = sink.add([root])
@@ -137,10 +141,14 @@ class Eagle(Decoder):
         start = cache.lengths[0]
         out = runner.run_layers(runner.embed(tokens), cache, positions=tree.positions(start, runner.device),
                                 chunk_mask=tree.mask(runner.device))
-        verified = _GreedyAlongTheWalk(runner, out)
-        path = tree.accept(tokens, verified)
+        if self.sampler is None:
+            verified = _GreedyAlongTheWalk(runner, out)
+            path = tree.accept(tokens, verified)
+            bonus = verified[path[-1]]
+        else:
+            path, bonus = tree.accept_sampled(tokens, lambda node: runner.logits(out[:, node:node + 1]), self.sampler)
         cache.keep_slots(start, [start + node for node in path])
-        return [tokens[node] for node in path[1:]] + [verified[path[-1]]], out[:, path]
+        return [tokens[node] for node in path[1:]] + [bonus], out[:, path]
 
     @classmethod
     def heads_needed(cls, model_name: str, task: str | None, settings: dict) -> HeadsNeed | None:

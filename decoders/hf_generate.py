@@ -1,4 +1,4 @@
-"""transformers' own `model.generate(do_sample=False)`: a yardstick for the harness's loop and for parity.
+"""transformers' own `model.generate`: a yardstick for the harness's loop and for parity.
 
 It does not use the model-runner core; it lets a user check, in one run, that `vanilla` is neither slower than
 nor different from the library they would otherwise call, including its fastest setting: a static cache of fixed
@@ -8,9 +8,13 @@ length (`cache="static"`, `max_cache_len`) with the decoding step compiled by `t
 first generation (the benchmark's warm-up); the fixed cache length keeps later prompts from recompiling it.
 With `prompt_lookup_num_tokens` it runs transformers' own prompt lookup decoding (assisted generation with n-gram
 candidates, matched up to `max_matching_ngram_size` tokens), the implementation the harness's `pld` is measured
-against.
+against. Under sampling it runs `generate(do_sample=True)` with the run's temperature, top-p and top-k (transformers'
+own warpers and, with prompt lookup, its own acceptance), its global generator seeded from the sample's sampler.
 """
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
 
 import torch
 
@@ -28,6 +32,7 @@ class HFGenerate(Decoder):
     k: prompt lookup drafting k tokens per round), `max_matching_ngram_size` (transformers' default 2; used only
     with prompt lookup)."""
     runs_on_runner = False
+    samples = True
 
     def __init__(self, runner, task=None, cache: str = "dynamic", compile: str = "none", max_cache_len: int = 2048,
                  prompt_lookup_num_tokens: int | None = None, max_matching_ngram_size: int | None = None) -> None:
@@ -71,13 +76,34 @@ class HFGenerate(Decoder):
             kwargs["compile_config"] = self.compile_config
         return kwargs
 
+    def _sampling_kwargs(self) -> dict:
+        if self.sampler is None:
+            return {"do_sample": False}
+        settings = self.sampler.settings
+        return {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p,
+                "top_k": settings.top_k}
+
+    @contextlib.contextmanager
+    def _seeded(self) -> Iterator[None]:
+        """Under sampling, torch's global generators (which transformers draws from) seeded from the sampler and
+        restored afterwards; nothing under greedy decoding."""
+        if self.sampler is None:
+            yield
+            return
+        device = self.runner.device
+        seed = int(torch.randint(2 ** 62, (), generator=self.sampler.generator))
+        with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            yield
+
     def _generate(self, prompt_ids, stop, on_first_token):
         model = self.runner.model
         extra = {"stop_strings": list(stop.stop_strings), "tokenizer": stop.tokenizer} if stop.stop_strings else {}
-        out = model.generate(torch.tensor([prompt_ids], device=self.runner.device), do_sample=False,
-                             max_new_tokens=stop.max_new_tokens, eos_token_id=sorted(stop.eos_token_ids) or None,
-                             pad_token_id=self.runner.tokenizer.pad_token_id,
-                             **self._cache_kwargs(len(prompt_ids), stop.max_new_tokens), **extra, **self.lookup)
+        with self._seeded():
+            out = model.generate(torch.tensor([prompt_ids], device=self.runner.device), **self._sampling_kwargs(),
+                                 max_new_tokens=stop.max_new_tokens, eos_token_id=sorted(stop.eos_token_ids) or None,
+                                 pad_token_id=self.runner.tokenizer.pad_token_id,
+                                 **self._cache_kwargs(len(prompt_ids), stop.max_new_tokens), **extra, **self.lookup)
         sink = TokenSink(stop)  # generate has no first-token hook, so time to first token stays unmeasured
         sink.add(out[0, len(prompt_ids):].tolist())
         # Assisted generation does not report its forward passes; plain greedy makes one per token.

@@ -59,7 +59,10 @@ class MedusaHeads(torch.nn.Module):
 @DECODERS.register("medusa")
 class Medusa(Decoder):
     """Settings: `tree` ("default", "wide", "chain" = top-1 at every head, or a JSON list of top-k index paths).
-    `heads` (a MedusaHeads module) replaces the trained heads loaded for the task."""
+    `heads` (a MedusaHeads module) replaces the trained heads loaded for the task. Under sampling the tree is
+    verified by recursive rejection sampling (lossless), not by Medusa's typical acceptance (lossy)."""
+
+    samples = True
 
     def __init__(self, runner: ModelRunner, task: str | None = None,
                  tree: str | list[list[int]] | CandidateTree = "default", heads: MedusaHeads | None = None) -> None:
@@ -91,7 +94,7 @@ class Medusa(Decoder):
         cache = runner.new_cache(len(prompt_ids) + stop.max_new_tokens + self.tree.size)
         sink = TokenSink(stop, on_first_token)
         hidden = runner.run_layers(runner.embed(prompt_ids), cache)[:, -1:]
-        root = greedy(runner.logits(hidden))[0]
+        root = self.pick(runner.logits(hidden))[0]
         lengths: list[int] = []  # tokens emitted per verification round, the bonus included
         done = sink.add([root])
         while not done:
@@ -121,11 +124,16 @@ class Medusa(Decoder):
         out = self.runner.run_layers(self.runner.embed(tokens), cache,
                                      positions=self.tree.positions(start, self.runner.device),
                                      chunk_mask=self._mask)
-        verified = greedy(self.runner.logits(out))
-        path = self.tree.accept(tokens, verified)
+        logits = self.runner.logits(out)
+        if self.sampler is None:
+            verified = greedy(logits)
+            path = self.tree.accept(tokens, verified)
+            bonus = verified[path[-1]]
+        else:
+            path, bonus = self.tree.accept_sampled(tokens, lambda node: logits[node], self.sampler)
         cache.keep_slots(start, [start + node for node in path])
         last = path[-1]
-        return [tokens[node] for node in path[1:]] + [verified[last]], out[:, last:last + 1]
+        return [tokens[node] for node in path[1:]] + [bonus], out[:, last:last + 1]
 
     def _stats(self, lengths: list[int]) -> dict[str, Any]:
         """vLLM-style counts. `drafted` is the tree depth per round (the most a round can accept), so chain and

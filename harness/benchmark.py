@@ -3,8 +3,11 @@
 Vanilla greedy decoding always runs first on each sample (unless its row is already in the run folder): it is the
 parity reference for the other decoders, and interleaving (vanilla, method, vanilla, method …) makes slow machine
 drift hit all decoders alike. A sweep's points run as variants `DECODER@SETTINGS` (`harness/sweep.py`), each with
-its own settings, interleaved the same way (vanilla once per sample for all of them). Decoders are built once per
-task (`Cls(runner, task=name, **settings)`); `warmup` generations per decoder and task run first and are not
+its own settings, interleaved the same way (vanilla once per sample for all of them). Under sampling (`--temperature`
+above 0) every generation draws from a sampler seeded by the run's seed, the task and the sample id (the same seed
+for every decoder on a sample), token parity, which needs greedy decoding, is not checked, and each task ends with
+the check of every decoder's output distribution that replaces it (`harness/distribution.py`). Decoders are built
+once per task (`Cls(runner, task=name, **settings)`); `warmup` generations per decoder and task run first and are not
 recorded. An exception in one sample is recorded in that row's `error` and the run goes on. Under torchrun every
 rank runs its own shard of each task's samples (`harness/distributed.py`).
 """
@@ -19,7 +22,9 @@ from tqdm import tqdm
 
 from harness.core.decoding import DECODERS, Decoder, StopCondition
 from harness.core.model_runner import ModelRunner
+from harness.core.sampling import Sampling
 from harness.distributed import World, merge_results
+from harness.distribution import record_run_checks
 from harness.parity import check
 from harness.results import REFERENCE_DECODER, RESULTS_FILE, Key, ResultStore, base_decoder, result_files
 from harness.telemetry import MemoryProbe
@@ -38,13 +43,16 @@ class BenchConfig:
     # per task, the settings each decoder is built with (explicit ones plus recommendations); wins over the above
     task_settings: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     world: World = field(default_factory=World)
+    sampling: Sampling = field(default_factory=Sampling)
+    distribution_draws: int = 200  # draws of each decoder's distribution check under sampling (0: none)
 
 
 class Measurer:
     """Runs one generation under the timer and the memory probe, and turns it into a result row."""
 
-    def __init__(self, runner: ModelRunner, telemetry: bool) -> None:
+    def __init__(self, runner: ModelRunner, telemetry: bool, sampling: Sampling = Sampling()) -> None:
         self.runner = runner
+        self.sampling = sampling
         self.timer = GenerationTimer(runner.device)
         self.probe = MemoryProbe(runner.device, enabled=telemetry)
 
@@ -56,17 +64,18 @@ class Measurer:
             "new_tokens": None, "ttft_s": None, "decode_s": None, "total_s": None, "tokens_per_s": None,
             "stats": None, "memory": None, "parity": None, "quality": None, "error": None}
         try:
+            sampler = self.sampling.sampler(task.name, sample.id)
             self.probe.start()
             try:
                 self.timer.start()
-                gen = decoder.generate(prompt_ids, stop, on_first_token=self.timer.first_token)
+                gen = decoder.generate(prompt_ids, stop, on_first_token=self.timer.first_token, sampler=sampler)
                 timing = self.timer.stop()
             finally:
                 row["memory"] = self.probe.stop()
             row.update(tokens=gen.tokens, new_tokens=len(gen.tokens), ttft_s=timing.ttft_s, decode_s=timing.decode_s,
                        total_s=timing.total_s, tokens_per_s=len(gen.tokens) / timing.total_s if timing.total_s else None,
                        stats=gen.stats, text=self.runner.tokenizer.decode(gen.tokens, skip_special_tokens=True))
-            if name != REFERENCE_DECODER and reference is not None:
+            if name != REFERENCE_DECODER and reference is not None and self.sampling.greedy:
                 row["parity"] = check(self.runner, decoder.runs_on_runner, prompt_ids, reference, gen.tokens)
             row["quality"] = task.score(sample, row["text"])
         except Exception as exc:  # recorded in the row; the run goes on
@@ -103,7 +112,7 @@ def run_task(runner: ModelRunner, store: ResultStore, measurer: Measurer, names:
     settings = config.task_settings.get(task.name, config.decoder_settings)
     decoders = {n: DECODERS.get(base_decoder(n))(runner, task=task.name, **settings.get(n, {}))
                 for n in dict.fromkeys(n for _, n in pending)}
-    warm_up(decoders, task.prompt_ids(pending[0][0], runner.tokenizer), stop, config.warmup)
+    warm_up(decoders, task.prompt_ids(pending[0][0], runner.tokenizer), stop, config.warmup, config.sampling)
     throughput = Throughput()
     desc = f"{task.name} (rank {config.world.rank})" if config.world.distributed else task.name
     with tqdm(total=len(pending), desc=desc, unit="gen", file=sys.stderr, dynamic_ncols=True) as bar:
@@ -118,14 +127,19 @@ def run_task(runner: ModelRunner, store: ResultStore, measurer: Measurer, names:
                 store.append(row)
                 bar.set_postfix(throughput.add(row), refresh=False)
                 bar.update()
+    if not config.sampling.greedy and config.distribution_draws and shard and config.world.rank == 0:
+        _, sample = shard[0]
+        record_run_checks(config.out_dir, task.name, str(sample.id), task.prompt_ids(sample, runner.tokenizer),
+                          decoders, config.sampling, config.distribution_draws)
 
 
-def warm_up(decoders: dict[str, Decoder], prompt_ids: list[int], stop: StopCondition, n: int) -> None:
+def warm_up(decoders: dict[str, Decoder], prompt_ids: list[int], stop: StopCondition, n: int,
+            sampling: Sampling = Sampling()) -> None:
     """Unrecorded generations (first-call allocations, kernel selection); a failure shows again in the rows."""
     for name, decoder in decoders.items():
-        for _ in range(n):
+        for i in range(n):
             try:
-                decoder.generate(prompt_ids, stop)
+                decoder.generate(prompt_ids, stop, sampler=sampling.sampler("warmup", i))
             except Exception as exc:
                 print(f"note: warm-up of {name} failed ({type(exc).__name__}: {exc})", file=sys.stderr)
                 break
@@ -143,7 +157,7 @@ def run_benchmark(runner: ModelRunner, decoder_names: list[str], tasks: list[Tas
     Rank files (this launch's, or a killed launch's) are merged into `results.jsonl` once every rank is done."""
     names = decoder_order(decoder_names)
     store = ResultStore(config.out_dir, config.world.results_file)
-    measurer = Measurer(runner, config.telemetry)
+    measurer = Measurer(runner, config.telemetry, config.sampling)
     try:
         for task in tasks:
             run_task(runner, store, measurer, names, task, config)

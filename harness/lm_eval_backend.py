@@ -3,10 +3,13 @@
     lm_eval.simple_evaluate(model=FastDecodeLM(decoder="vanilla"), tasks=[...])   # Python
     python run.py lm-eval --model_args decoder=vanilla --tasks ...                 # CLI (registers "fastdecode")
 
-`generate_until` runs the chosen greedy decoder (built per lm-eval task) and records one speed row per request
+`generate_until` runs the chosen decoder (built per lm-eval task) and records one speed row per request
 (the result-row fields of `results.jsonl`: tokens/s, time to first token, the decoder's stats and, with
 `parity=true`, token parity against vanilla) in `request_stats` and, when `speed_log` names a file, as JSON lines
-written as they are produced. `loglikelihood` and `loglikelihood_rolling` run a plain forward of the HF model.
+written as they are produced. It decodes greedily unless a request's gen_kwargs ask for sampling (`do_sample`,
+`temperature`, `top_p`, `top_k`; temperature 1 when `do_sample` comes without one): each request then draws from its
+own sampler seeded by `seed`, its task, document and position, and parity (which needs greedy decoding) is skipped.
+`loglikelihood` and `loglikelihood_rolling` run a plain forward of the HF model.
 Requests run one at a time: the decoders are single-sequence.
 """
 from __future__ import annotations
@@ -25,9 +28,9 @@ from tqdm import tqdm
 
 import decoders  # noqa: F401  (registers the decoders)
 from harness.core.decoding import DECODERS, Decoder, StopCondition, accepted_prefix_length, check_settings
-from harness.core.errors import HarnessError
 from harness.core.loading import load_runner
 from harness.core.model_runner import ModelRunner
+from harness.core.sampling import Sampler, Sampling
 
 REFERENCE_DECODER = "vanilla"
 
@@ -37,11 +40,11 @@ class FastDecodeLM(TemplateLM):
     def __init__(self, pretrained: str = "smollm2", decoder: str = REFERENCE_DECODER, dtype: str = "float32",
                  device: str = "auto", parity: bool = False, speed_log: str | None = None, task: str | None = None,
                  max_gen_toks: int = 256, batch_size: int | str = 1, max_batch_size: int | None = None,
-                 runner: ModelRunner | None = None, **decoder_settings: Any) -> None:
+                 runner: ModelRunner | None = None, seed: int = 0, **decoder_settings: Any) -> None:
         """`pretrained`/`dtype`/`device` go to `load_runner` unless a loaded `runner` is passed. `task` names the
         harness task a decoder's trained heads belong to (default: each request's lm-eval task name); the remaining
-        keyword arguments (e.g. `heads=...`) are the decoder's settings. `batch_size` is accepted for lm-eval's
-        sake; requests run one at a time."""
+        keyword arguments (e.g. `heads=...`) are the decoder's settings. `seed` seeds sampling requests.
+        `batch_size` is accepted for lm-eval's sake; requests run one at a time."""
         super().__init__()
         self.decoder_class = DECODERS.get(decoder)
         decoder_settings = check_settings(self.decoder_class, decoder, decoder_settings)  # before the model loads
@@ -51,6 +54,7 @@ class FastDecodeLM(TemplateLM):
         self.parity = parity
         self.task = task
         self.max_gen_toks = max_gen_toks
+        self.seed = seed
         self.decoder_settings = decoder_settings
         self.speed_log = Path(speed_log) if speed_log else None
         self.request_stats: list[dict[str, Any]] = []
@@ -125,14 +129,12 @@ class FastDecodeLM(TemplateLM):
         for index, request in enumerate(tqdm(requests, disable=disable_tqdm, desc="generate_until")):
             context, gen_kwargs = request.args
             settings = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
-            if settings["do_sample"]:
-                raise HarnessError(f"fastdecode decoders are greedy; drop sampling from gen_kwargs (got do_sample=True, "
-                                   f"temperature={settings.get('temperature')}) or set do_sample=false")
+            sampler = self._sampling(settings, gen_kwargs).sampler(request.task_name, request.doc_id, index)
             until = handle_stop_sequences(settings["until"], eos=eos_text)
             max_new = settings["max_gen_toks"]
             prompt_ids = self.tok_encode(context)[-(self.max_length - max_new):]
             stop = StopCondition(max_new, frozenset(self.runner.eos_token_ids), tuple(until), self.tokenizer)
-            row = self._generate(request.task_name, prompt_ids, stop)
+            row = self._generate(request.task_name, prompt_ids, stop, sampler)
             text = postprocess_generated_text(self.tokenizer.decode(row["tokens"], skip_special_tokens=True),
                                               until, None)
             row.update(task=request.task_name, sample_id=request.doc_id, sample_index=index, text=text)
@@ -148,20 +150,29 @@ class FastDecodeLM(TemplateLM):
             self._decoders[name, task] = DECODERS.get(name)(self.runner, task=task, **settings)
         return self._decoders[name, task]
 
-    def _generate(self, task: str | None, prompt_ids: list[int], stop: StopCondition) -> dict[str, Any]:
-        """Runs the chosen decoder once, timed; with `parity`, checks its tokens against vanilla's."""
+    def _sampling(self, settings: dict[str, Any], gen_kwargs: dict[str, Any]) -> Sampling:
+        """A request's sampling settings from its normalised gen_kwargs (greedy unless it asks to sample)."""
+        if not settings["do_sample"]:
+            return Sampling()
+        return Sampling(temperature=float(gen_kwargs.get("temperature", 1.0)), top_p=float(settings.get("top_p", 1.0)),
+                        top_k=int(settings.get("top_k") or 0), seed=self.seed)
+
+    def _generate(self, task: str | None, prompt_ids: list[int], stop: StopCondition,
+                  sampler: Sampler | None = None) -> dict[str, Any]:
+        """Runs the chosen decoder once, timed; with `parity` and greedy decoding, checks its tokens against
+        vanilla's."""
         first_token_at: list[float] = []
         start = time.perf_counter()
         generation = self._decoder(self.decoder_class.name, task).generate(
-            prompt_ids, stop, on_first_token=lambda: first_token_at.append(time.perf_counter()))
+            prompt_ids, stop, on_first_token=lambda: first_token_at.append(time.perf_counter()), sampler=sampler)
         total = time.perf_counter() - start
         ttft = first_token_at[0] - start if first_token_at else None
         return {"decoder": self.decoder_class.name, "prompt_tokens": len(prompt_ids), "tokens": generation.tokens,
                 "new_tokens": len(generation.tokens), "ttft_s": ttft,
                 "decode_s": total - ttft if ttft is not None else None, "total_s": total,
                 "tokens_per_s": len(generation.tokens) / total if total > 0 else None, "stats": generation.stats,
-                "memory": None, "parity": self._parity(task, prompt_ids, stop, generation.tokens), "quality": None,
-                "error": None}
+                "memory": None, "parity": None if sampler else self._parity(task, prompt_ids, stop, generation.tokens),
+                "quality": None, "error": None, "sampling": (sampler.settings if sampler else Sampling()).as_dict()}
 
     def _parity(self, task: str | None, prompt_ids: list[int], stop: StopCondition,
                 tokens: list[int]) -> dict[str, Any] | None:

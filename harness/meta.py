@@ -1,6 +1,7 @@
 """The run's `meta.json`: the environment and settings every row in the folder was produced under.
 
-A rerun into the same folder must use the same model, dtype, kind of device, token budget, decoder settings and,
+A rerun into the same folder must use the same model, dtype, kind of device, token budget, sampling settings
+(`sampling`: `{"greedy": true}`, or temperature, top_p, top_k and seed), decoder settings and,
 for every task it shares, the same data (source and content hash) and split (else rows would mix conditions); it
 may add tasks, decoders or a higher limit, which are merged in. `device` is the kind (`cpu`, `cuda`): a single
 process on `cuda:0` and a torchrun launch on `cuda:LOCAL_RANK` write into one folder alike.
@@ -23,7 +24,8 @@ from harness.core.model_runner import ModelRunner
 from harness.device_info import describe_device
 
 META_FILE = "meta.json"
-FIXED_KEYS = ("model", "dtype", "device", "max_new_tokens")
+FIXED_KEYS = ("model", "dtype", "device", "max_new_tokens", "sampling")
+GREEDY = {"greedy": True}
 
 
 def device_name(device: torch.device) -> str:
@@ -50,7 +52,10 @@ def environment(runner: ModelRunner) -> dict[str, Any]:
 
 
 def _fixed(key: str, value: Any) -> Any:
-    """The value a rerun must match (folders written before the device kind was recorded hold `cuda:0`)."""
+    """The value a rerun must match (folders written before the device kind was recorded hold `cuda:0`; folders
+    written before sampling existed are greedy)."""
+    if key == "sampling":
+        return value or GREEDY
     return str(value).partition(":")[0] if key == "device" and value is not None else value
 
 

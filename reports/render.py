@@ -103,6 +103,10 @@ def verdict_cells(table: pd.DataFrame, task: str, mark_invalid) -> pd.DataFrame:
                   "speed-up: median of ratios (95 % CI)": speed, "ratio of totals": totals,
                   "parity exact / near-tie / mismatch": "" if reference else
                   f"{int(r['exact'])} / {int(r['near_tie'])} / {int(r['mismatch'])}"}
+        if r.get("distribution passed") in (True, False):  # a sampled run: the distribution check replaces parity
+            del record["parity exact / near-tie / mismatch"]
+            record["distribution check (p)"] = f"{'pass' if r['distribution passed'] else 'FAIL'} " \
+                                               f"({r['distribution p']:.3g})"
         if "quality metric" in r and isinstance(r["quality metric"], str):
             metric = r["quality metric"]
             record[metric] = cell(r["quality"])
@@ -226,7 +230,7 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, sweep_r
     out = Path(out_dir) if out_dir else run.path / "report"
     (out / "figures").mkdir(parents=True, exist_ok=True)
     table = summarize(run.rows)
-    verdicts = verdict(run.rows)
+    verdicts = verdict(run.rows, run.distribution)
     found = warnings(run.rows, verdicts, run.meta)
     details = detail_tables(table, quality_metrics(run.rows)) | category_tables(run.rows)
     if len(across_runs):

@@ -1,8 +1,9 @@
-"""Reads a run folder (`meta.json` + `results.jsonl`) into a metadata dict and a flat table of result rows."""
+"""Reads a run folder (`meta.json` + `results.jsonl`) into a metadata dict and a flat table of result rows, with the
+distribution checks of a sampled run (`distribution.jsonl`, one row per task and decoder) when it has them."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +18,7 @@ class Run:
     path: Path
     meta: dict
     rows: pd.DataFrame  # one row per (decoder, task, sample); nested fields as "stats.x", "memory.x", "quality.x"
+    distribution: pd.DataFrame = field(default_factory=pd.DataFrame)  # one row per (task, decoder) under sampling
 
 
 def load_run(path: str | Path) -> Run:
@@ -42,7 +44,10 @@ def load_run(path: str | Path) -> Run:
         if key not in rows:
             raise HarnessError(f"{results} rows lack '{key}'; it is not a results file of this harness")
     rows = rows.drop_duplicates(["decoder", "task", "sample_id"], keep="last").reset_index(drop=True)
-    return Run(path, meta, rows)
+    checks = path / "distribution.jsonl"
+    distribution = pd.DataFrame([json.loads(line) for line in checks.read_text(encoding="utf-8").splitlines()
+                                 if line.strip()]) if checks.is_file() else pd.DataFrame()
+    return Run(path, meta, rows, distribution)
 
 
 def column(rows: pd.DataFrame, name: str) -> pd.Series:

@@ -9,8 +9,8 @@ from reports.run_files import REFERENCE
 from reports.verdict import verdict, warnings
 
 
-def format_summary(rows: pd.DataFrame, meta: dict | None = None) -> str:
-    table = verdict(rows)
+def format_summary(rows: pd.DataFrame, meta: dict | None = None, distribution: pd.DataFrame | None = None) -> str:
+    table = verdict(rows, distribution)
     lines = []
     for (task, decoder), r in table.iterrows():
         speed = "n/a" if r["tok/s median"] != r["tok/s median"] else f"{r['tok/s median']:.2f}"
@@ -20,8 +20,12 @@ def format_summary(rows: pd.DataFrame, meta: dict | None = None) -> str:
                         if r["speed-up low"] == r["speed-up low"] else "")
             parts.append(f"speed-up {r['speed-up']:.2f}x (median of {int(r['paired'])} per-sample ratios{interval}), "
                          f"ratio of totals {r['ratio of totals']:.2f}x")
-            parts.append(f"parity {int(r['exact'])} exact / {int(r['near_tie'])} near-tie / {int(r['mismatch'])} "
-                         f"mismatch")
+            if r.get("distribution passed") in (True, False):
+                parts.append(f"distribution check {'passed' if r['distribution passed'] else 'FAILED'} "
+                             f"(p = {r['distribution p']:.3g})")
+            else:
+                parts.append(f"parity {int(r['exact'])} exact / {int(r['near_tie'])} near-tie / "
+                             f"{int(r['mismatch'])} mismatch")
         parts.append(f"{int(r['samples'])} samples, {int(r['errors'])} errors")
         lines.append("; ".join(parts))
     lines += [f"{w.level.upper()}: {w.text}" for w in warnings(rows, table, meta)]

@@ -80,10 +80,11 @@ def _quality_differences(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     return pairs.assign(difference=pairs["value"] - pairs["value_ref"]).dropna(subset=["difference"])
 
 
-def verdict(rows: pd.DataFrame) -> pd.DataFrame:
+def verdict(rows: pd.DataFrame, distribution: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per (task, decoder), reference first: samples, errors, median tokens/s, the speed-ups with their
     interval, parity class counts, the quality difference with vanilla's and its interval, and the decoder's
-    headline statistic (early rate where it has one, else mean accepted tokens per step)."""
+    headline statistic (early rate where it has one, else mean accepted tokens per step). A sampled run's
+    `distribution` checks add `distribution p` and `distribution passed` (they replace parity there)."""
     rows = rows.assign(parity_class=parity_classes(rows))
     pairs = paired_speedups(rows)
     metrics = {task: next(iter(quality_metrics(part.dropna(axis=1, how="all"))), None)
@@ -121,6 +122,11 @@ def verdict(rows: pd.DataFrame) -> pd.DataFrame:
         elif accepted.notna().any():
             record["mean accepted tokens"] = accepted.mean()
         records[(task, decoder)] = record
+    for check in ([] if distribution is None or distribution.empty else distribution.to_dict("records")):
+        if (check["task"], check["decoder"]) in records:
+            records[check["task"], check["decoder"]].update({
+                "distribution p": check["p_value"], "distribution chi-square": check["statistic"],
+                "distribution draws": check["draws"], "distribution passed": bool(check["passed"])})
     table = pd.DataFrame.from_dict(records, orient="index")
     table.index.names = ["task", "decoder"]
     order = [(task, d) for task in sorted(table.index.unique("task"))
@@ -129,10 +135,12 @@ def verdict(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def invalid(table: pd.DataFrame) -> set[tuple[str, str]]:
-    """(task, decoder) pairs whose speed-ups compare different outputs: at least one parity mismatch."""
-    if "mismatch" not in table:
-        return set()
-    return {key for key, n in table["mismatch"].items() if n == n and n > 0}
+    """(task, decoder) pairs whose speed-ups compare different outputs: at least one parity mismatch, or (under
+    sampling) a failed distribution check."""
+    bad = {key for key, n in table["mismatch"].items() if n == n and n > 0} if "mismatch" in table else set()
+    if "distribution passed" in table:
+        bad |= {key for key, passed in table["distribution passed"].items() if passed in (True, False) and not passed}
+    return bad
 
 
 def _telemetry_warnings(rows: pd.DataFrame, meta: dict) -> list[Warning]:
@@ -151,10 +159,28 @@ def _telemetry_warnings(rows: pd.DataFrame, meta: dict) -> list[Warning]:
     return found
 
 
+def _distribution_warnings(task: str, decoder: str, r: pd.Series) -> list[Warning]:
+    """Under sampling: the distribution check's verdict, which replaces token parity."""
+    passed = r.get("distribution passed")
+    if passed is None or passed != passed:
+        return [Warning(CAUTION, f"NO DISTRIBUTION CHECK: {decoder} on {task}: the run samples, so token parity does "
+                                 f"not apply, and no distribution check was recorded (--distribution-draws 0?)")]
+    figures = (f"chi-square {r['distribution chi-square']:.2f}, p = {r['distribution p']:.3g} over "
+               f"{int(r['distribution draws'])} draws")
+    if not passed:
+        return [Warning(FAILURE, f"DISTRIBUTION MISMATCH: {decoder} on {task}: its first tokens are not distributed "
+                                 f"as the model's ({figures}); its speed-ups and quality are invalid")]
+    return [Warning(NOTE, f"sampling: {decoder} on {task}: distribution check passed ({figures}); token parity does "
+                          f"not apply under sampling")]
+
+
 def warnings(rows: pd.DataFrame, table: pd.DataFrame, meta: dict | None = None) -> list[Warning]:
     """Everything a reader must see before the numbers, failures first."""
     found: list[Warning] = []
+    sampled = (meta or {}).get("sampling", {}).get("greedy") is False
     for (task, decoder), r in table.iterrows():
+        if sampled:
+            found += _distribution_warnings(task, decoder, r)
         if decoder != REFERENCE and r.get("mismatch", 0) > 0:
             at = ", ".join(map(str, r["first divergences"][:5]))
             found.append(Warning(FAILURE, f"PARITY MISMATCH: {decoder} on {task}: {int(r['mismatch'])} of "

@@ -69,11 +69,29 @@ def request(kind: str, args: tuple) -> Instance:
     return Instance(request_type=kind, doc={}, arguments=args, idx=0, metadata=("unit", 0, 1))
 
 
-def test_sampling_settings_are_refused(runner):
-    lm = FastDecodeLM(runner=runner)
-    with pytest.raises(HarnessError, match="greedy"):
-        lm.generate_until([request("generate_until", ("Hello", {"until": ["\n"], "temperature": 0.7}))])
-    with pytest.raises(HarnessError, match="greedy"):
+def test_sampling_requests_draw_reproducibly_per_request(runner):
+    """do_sample/temperature/top_p/top_k reach the decoder: one seed gives the same texts, another seed others;
+    parity (greedy only) is skipped and the row records the settings."""
+    kwargs = {"until": [], "max_gen_toks": 8, "do_sample": True, "temperature": 1.5, "top_p": 0.95, "top_k": 50}
+    requests = [request("generate_until", (f"Name a colour number {i}:", kwargs)) for i in range(3)]
+    first = FastDecodeLM(runner=runner, parity=True, decoder="pld")
+    texts = first.generate_until(requests)
+    assert FastDecodeLM(runner=runner, decoder="pld").generate_until(requests) == texts
+    assert FastDecodeLM(runner=runner, decoder="pld", seed=1).generate_until(requests) != texts
+    greedy = FastDecodeLM(runner=runner, decoder="pld").generate_until(
+        [request("generate_until", (f"Name a colour number {i}:", {"until": [], "max_gen_toks": 8})) for i in range(3)])
+    assert greedy != texts
+    row = first.request_stats[0]
+    assert row["parity"] is None and row["sampling"] == {"greedy": False, "temperature": 1.5, "top_p": 0.95,
+                                                          "top_k": 50, "seed": 0}
+
+
+def test_sampling_is_refused_by_a_greedy_only_decoder(runner, monkeypatch):
+    from decoders.hf_generate import HFGenerate
+
+    monkeypatch.setattr(HFGenerate, "samples", False)  # every registered decoder samples; a plugin may not
+    lm = FastDecodeLM(runner=runner, decoder="hf_generate")
+    with pytest.raises(HarnessError, match="greedily only"):
         lm.generate_until([request("generate_until", ("Hello", {"until": ["\n"], "do_sample": True}))])
 
 

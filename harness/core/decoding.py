@@ -2,7 +2,9 @@
 
 A decoder is built once for a model (`Decoder(runner, **settings)`), then `generate`s from prompt token ids until
 `max_new_tokens` or a stop, returning the new token ids and its own statistics. Register one with
-`@DECODERS.register("name")`. Under greedy decoding every decoder must return exactly vanilla's tokens.
+`@DECODERS.register("name")`. Under greedy decoding every decoder must return exactly vanilla's tokens. A decoder
+that sets `samples = True` also takes a `Sampler` (`harness.core.sampling`) and must then draw its output from
+exactly vanilla's distribution; the others refuse one.
 
 A decoder declares its settings as typed keyword parameters of its `__init__` (after `runner` and `task`, no
 `**settings`): `check_settings` reads them from there, so `--set` and `model_args` refuse a typo or a mistyped value
@@ -24,6 +26,7 @@ from harness.core.heads import HeadsNeed
 from harness.core.kv_cache import LayeredKVCache
 from harness.core.model_runner import ModelRunner
 from harness.core.registry import Registry
+from harness.core.sampling import Sampler
 
 # Slots a cache keeps beyond prompt + max_new_tokens, for drafts and candidate trees that are rolled back.
 CACHE_HEADROOM = 128
@@ -110,12 +113,14 @@ class Decoder:
     # False for decoders that compute outside `ModelRunner` (e.g. transformers' own generate): the runner's
     # bit-exact chunks then say nothing about them, and parity classification allows them numerical near-ties.
     runs_on_runner: ClassVar[bool] = True
+    samples: ClassVar[bool] = False  # True for decoders that accept a sampler (lossless sampling)
 
     def __init__(self, runner: ModelRunner, task: str | None = None, **settings: Any) -> None:
         """`task` names the task the decoder will serve (decoders with trained heads load the heads for it)."""
         self.runner = runner
         self.task = task
         self.settings = settings
+        self.sampler: Sampler | None = None  # set by each `generate`
 
     @classmethod
     def heads_needed(cls, model_name: str, task: str | None, settings: dict[str, Any]) -> HeadsNeed | None:
@@ -124,9 +129,17 @@ class Decoder:
         return None
 
     def generate(self, prompt_ids: list[int], stop: StopCondition,
-                 on_first_token: Callable[[], None] | None = None) -> Generation:
+                 on_first_token: Callable[[], None] | None = None, sampler: Sampler | None = None) -> Generation:
+        """Greedy decoding, or sampling from `sampler`'s target distribution (decoders with `samples` only)."""
+        if sampler is not None and not self.samples:
+            raise HarnessError(f"{self.name} decodes greedily only; use temperature 0 (the default) for it")
+        self.sampler = sampler
         with torch.inference_mode():
             return self._generate(list(prompt_ids), stop, on_first_token)
+
+    def pick(self, logits: torch.Tensor) -> list[int]:
+        """The next token from the last row of `logits`: its argmax, or a draw from the target distribution."""
+        return greedy(logits[-1:]) if self.sampler is None else [self.sampler.sample(logits)]
 
     def _generate(self, prompt_ids: list[int], stop: StopCondition,
                   on_first_token: Callable[[], None] | None) -> Generation:

@@ -1,11 +1,13 @@
-"""Draft-then-verify bookkeeping for greedy speculative decoders.
+"""Draft-then-verify bookkeeping for speculative decoders, greedy or sampling.
 
 Each round starts from a *pending* token (accepted but not yet in the KV cache, which holds `committed` valid
 slots in every layer). A decoder drafts up to `budget` tokens after it, then verifies pending + drafts with the
 full model in one chunk: logits row j is the model's prediction after pending, d1..dj. The longest drafted
 prefix the verifier confirms is kept together with the verifier's next token (the bonus), every layer is rolled
 back to the accepted positions, and the bonus becomes the next pending token. Under greedy decoding this emits
-exactly the vanilla tokens whatever the drafts were.
+exactly the vanilla tokens whatever the drafts were. Under sampling the drafts (deterministic: point masses) are
+accepted by speculative sampling (`Sampler.accept_chain`), which draws the output from exactly vanilla's
+distribution whatever the drafts were.
 """
 from __future__ import annotations
 
@@ -48,7 +50,9 @@ class SpeculationStats:
 
 
 class DraftVerifyDecoder(Decoder):
-    """The greedy draft → verify → accept → roll back loop; subclasses supply `_speculate`."""
+    """The draft → verify → accept → roll back loop; subclasses supply `_speculate`."""
+
+    samples = True
 
     def _speculate(self, pending: int, cache: LayeredKVCache, committed: int,
                    budget: int) -> tuple[list[int], torch.Tensor]:
@@ -69,16 +73,22 @@ class DraftVerifyDecoder(Decoder):
     def _extra_stats(self) -> dict[str, Any]:
         return {}
 
+    def _accept(self, drafted: list[int], verify_logits: torch.Tensor) -> list[int]:
+        """The accepted drafted prefix plus the verifier's next token: greedy, or by speculative sampling."""
+        if self.sampler is None:
+            return accept_greedy(drafted, verify_logits)
+        return self.sampler.accept_chain(drafted, verify_logits)
+
     def _generate(self, prompt_ids, stop, on_first_token):
         cache = self.new_cache(prompt_ids, stop)
         sink = TokenSink(stop, on_first_token)
         stats = SpeculationStats(steps=1)
-        emitted = greedy(self.runner.forward(prompt_ids, cache, last_only=True))
+        emitted = self.pick(self.runner.forward(prompt_ids, cache, last_only=True))
         committed = len(prompt_ids)
         while not sink.add(emitted):
             budget = stop.max_new_tokens - len(sink.tokens) - 1  # the bonus token always comes on top
             drafted, logits = self._speculate(emitted[-1], cache, committed, budget)
-            emitted = accept_greedy(drafted, logits)
+            emitted = self._accept(drafted, logits)
             committed += len(emitted)  # pending + the accepted drafts now hold valid slots; the bonus is pending
             cache.crop(committed)
             stats.record(len(drafted), len(emitted) - 1)

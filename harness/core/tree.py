@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
 from harness.core.errors import HarnessError
+from harness.core.sampling import Sampler
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,24 @@ class CandidateTree:
             if child is None:
                 return path
             path.append(child)
+
+    def accept_sampled(self, node_tokens: Sequence[int], logits_of: Callable[[int], torch.Tensor],
+                       sampler: Sampler) -> tuple[list[int], int]:
+        """Recursive rejection sampling down the tree (SpecInfer; EAGLE's sampling verification), lossless for
+        candidates that are a deterministic function of the context: at each node its children's tokens are tried
+        in turn against the model's distribution there (`Sampler.choose_among`, each a point mass), an accepted
+        child is descended into, and the walk ends with a token drawn from the residual (all children rejected) or,
+        at a leaf, from the model's distribution. `logits_of(node)`: the verifier's logits after a node. Returns the
+        accepted nodes (the root first) and that token."""
+        path = [0]
+        while True:
+            node = path[-1]
+            children = self.children[node]
+            token, index = sampler.choose_among([node_tokens[c] for c in children],
+                                                sampler.probs(logits_of(node)).reshape(-1))
+            if index is None:
+                return path, token
+            path.append(children[index])
 
 
 def ancestor_mask(parents: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:
