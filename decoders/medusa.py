@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from harness.core.decoding import DECODERS, Decoder, Generation, TokenSink, greedy
+from harness.core.decoding import CACHE_HEADROOM, DECODERS, Decoder, Generation, TokenSink, greedy
 from harness.core.errors import HarnessError
 from harness.core.heads import HeadsNeed, heads_file, load_heads, save_heads
 from harness.core.kv_cache import LayeredKVCache
@@ -76,6 +76,9 @@ class Medusa(Decoder):
         if self.tree.depth > self.heads.n_heads:
             raise HarnessError(f"tree depth {self.tree.depth} exceeds the {self.heads.n_heads} trained heads; "
                                "use a shallower tree or train more heads (--heads)")
+        if self.tree.size > CACHE_HEADROOM:
+            raise HarnessError(f"tree of {self.tree.size} nodes exceeds the {CACHE_HEADROOM} spare cache slots; "
+                               "use a smaller tree")
         self._mask = self.tree.mask(runner.device)
 
     @classmethod
@@ -91,7 +94,7 @@ class Medusa(Decoder):
 
     def _generate(self, prompt_ids, stop, on_first_token):
         runner = self.runner
-        cache = runner.new_cache(len(prompt_ids) + stop.max_new_tokens + self.tree.size)
+        cache = self.new_cache(prompt_ids, stop)  # vanilla's length: the packed bf16 path is exact between equal lengths
         sink = TokenSink(stop, on_first_token)
         hidden = runner.run_layers(runner.embed(prompt_ids), cache)[:, -1:]
         root = self.pick(runner.logits(hidden))[0]

@@ -14,6 +14,9 @@ to be lossless, row i of a chunk must come out bit-for-bit as it would alone. Ev
   same length with the same kernels whatever the chunk (`scaled_dot_product_attention` is not row-invariant);
 - norms, rotary embeddings and activations are row-wise.
 
+The bits depend on the buffer's length (the reductions run over all of it), so two computations agree exactly when
+their caches have the same length: every decoder allocates `Decoder.new_cache` (prompt + budget + headroom).
+
 `tests/test_bf16_exactness.py` checks the claim: random chunks (q = 1..8, causal and tree masks) give, at every
 layer, the hidden states and KV entries of one-position forwards, bit for bit.
 """
