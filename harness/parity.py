@@ -37,7 +37,7 @@ def compare(reference: list[int], tokens: list[int]) -> dict[str, Any]:
 
 
 def near_tie_margin(runner: ModelRunner, runs_on_runner: bool) -> float:
-    """The largest reference logit margin at which a divergence still counts as a numerical near-tie."""
+    """The reference logit margin below which a divergence counts as a numerical near-tie."""
     if runner.exact_chunks and runs_on_runner:
         return 0.0
     return NEAR_TIE_MARGIN.get(runner.dtype, NEAR_TIE_MARGIN[torch.bfloat16])
@@ -70,7 +70,7 @@ def check(runner: ModelRunner, runs_on_runner: bool, prompt_ids: list[int], refe
     if index >= len(tokens) or index >= len(reference):
         return result | {"class": "mismatch", "margin": None, "threshold": threshold}
     margin = reference_margin(runner, prompt_ids, reference, tokens[index], index)
-    kind = "near_tie" if margin <= threshold else "mismatch"
+    kind = "near_tie" if margin < threshold else "mismatch"  # strict: with a zero threshold even a tie is a bug
     return result | {"class": kind, "margin": margin, "threshold": threshold}
 
 

@@ -36,7 +36,7 @@ def test_a_divergence_is_a_near_tie_only_within_the_threshold(runner, case, monk
     diverged = reference[:4] + [second] + reference[5:]
     result = parity.check(runner, True, prompt, reference, diverged)
     assert result["first_divergence"] == 4 and result["margin"] == pytest.approx(gap, abs=1e-3)
-    assert result["class"] == ("near_tie" if gap <= parity.NEAR_TIE_MARGIN[torch.float32] else "mismatch")
+    assert result["class"] == ("near_tie" if gap < parity.NEAR_TIE_MARGIN[torch.float32] else "mismatch")
     monkeypatch.setitem(parity.NEAR_TIE_MARGIN, torch.float32, gap + 1.0)
     assert parity.check(runner, True, prompt, reference, diverged)["class"] == "near_tie"
     monkeypatch.setitem(parity.NEAR_TIE_MARGIN, torch.float32, gap / 2)
@@ -50,9 +50,14 @@ def test_matches_are_exact_and_length_differences_are_mismatches(runner, case):
     assert parity.check(runner, True, prompt, reference[:-3], reference)["class"] == "mismatch"
 
 
-def test_the_exact_bf16_path_allows_no_near_tie_except_outside_the_runner(runner_bf16):
+def test_the_exact_bf16_path_allows_no_near_tie_except_outside_the_runner(runner_bf16, runner, monkeypatch):
     assert parity.near_tie_margin(runner_bf16, runs_on_runner=True) == 0.0
     assert parity.near_tie_margin(runner_bf16, runs_on_runner=False) == parity.NEAR_TIE_MARGIN[torch.bfloat16]
+    monkeypatch.setattr(parity, "reference_margin", lambda *args: 0.0)  # an exact tie in the reference's logits
+    tie = ([1, 2], [3, 4, 5], [3, 9, 5])
+    assert parity.check(runner_bf16, True, *tie)["class"] == "mismatch"  # identical arithmetic cannot break a tie
+    assert parity.check(runner_bf16, False, *tie)["class"] == "near_tie"
+    assert parity.check(runner, True, *tie)["class"] == "near_tie"  # float32 eager: chunks differ in the last bits
 
 
 def test_counts_read_old_rows_without_a_class():
