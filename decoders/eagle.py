@@ -52,6 +52,7 @@ class _GreedyAlongTheWalk:
 class Eagle(Decoder):
     """Settings: `depth` (5), `top_k` (4), `total_tokens` (16, drafted nodes verified per round, the root aside).
     `draft` (a FeatureDraft) replaces the draft trained for the task."""
+    exact_on_runner = False  # tree verification: see Decoder.exact_on_runner
 
     samples = True
 

@@ -31,7 +31,7 @@ class HFGenerate(Decoder):
     cache), `max_cache_len` (2048: the static cache's fixed length), `prompt_lookup_num_tokens` (None: plain greedy;
     k: prompt lookup drafting k tokens per round), `max_matching_ngram_size` (transformers' default 2; used only
     with prompt lookup)."""
-    runs_on_runner = False
+    exact_on_runner = False
     samples = True
 
     def __init__(self, runner, task=None, cache: str = "dynamic", compile: str = "none", max_cache_len: int = 2048,

@@ -61,6 +61,7 @@ class Medusa(Decoder):
     """Settings: `tree` ("default", "wide", "chain" = top-1 at every head, or a JSON list of top-k index paths).
     `heads` (a MedusaHeads module) replaces the trained heads loaded for the task. Under sampling the tree is
     verified by recursive rejection sampling (lossless), not by Medusa's typical acceptance (lossy)."""
+    exact_on_runner = False  # tree verification: see Decoder.exact_on_runner
 
     samples = True
 

@@ -76,7 +76,7 @@ class Measurer:
                        total_s=timing.total_s, tokens_per_s=len(gen.tokens) / timing.total_s if timing.total_s else None,
                        stats=gen.stats, text=self.runner.tokenizer.decode(gen.tokens, skip_special_tokens=True))
             if name != REFERENCE_DECODER and reference is not None and self.sampling.greedy:
-                row["parity"] = check(self.runner, decoder.runs_on_runner, prompt_ids, reference, gen.tokens)
+                row["parity"] = check(self.runner, decoder.exact_on_runner, prompt_ids, reference, gen.tokens)
             row["quality"] = task.score(sample, row["text"])
         except Exception as exc:  # recorded in the row; the run goes on
             row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]

@@ -36,9 +36,9 @@ def compare(reference: list[int], tokens: list[int]) -> dict[str, Any]:
     return {"match": True, "first_divergence": None}
 
 
-def near_tie_margin(runner: ModelRunner, runs_on_runner: bool) -> float:
+def near_tie_margin(runner: ModelRunner, exact_on_runner: bool) -> float:
     """The reference logit margin below which a divergence counts as a numerical near-tie."""
-    if runner.exact_chunks and runs_on_runner:
+    if runner.exact_chunks and exact_on_runner:
         return 0.0
     return NEAR_TIE_MARGIN.get(runner.dtype, NEAR_TIE_MARGIN[torch.bfloat16])
 
@@ -57,13 +57,13 @@ def reference_margin(runner: ModelRunner, prompt_ids: list[int], reference: list
     return float(logits.max() - logits[token])
 
 
-def check(runner: ModelRunner, runs_on_runner: bool, prompt_ids: list[int], reference: list[int],
+def check(runner: ModelRunner, exact_on_runner: bool, prompt_ids: list[int], reference: list[int],
           tokens: list[int]) -> dict[str, Any]:
     """`compare`, plus `class` (exact, near_tie or mismatch), the divergence's `margin` and the `threshold` used.
 
     An output that ends early or runs on past the reference's end has no competing token: it is a mismatch."""
     result = compare(reference, tokens)
-    threshold = near_tie_margin(runner, runs_on_runner)
+    threshold = near_tie_margin(runner, exact_on_runner)
     if result["match"]:
         return result | {"class": "exact", "margin": None, "threshold": threshold}
     index = result["first_divergence"]

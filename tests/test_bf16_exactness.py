@@ -1,6 +1,8 @@
-"""The packed bf16 runner is batch-invariant: a chunk's rows are bit-for-bit what one-position forwards give.
+"""The packed bf16 runner is batch-invariant: a causal chunk's rows are bit-for-bit what one-position forwards give.
 
-Every speculative and early-exit decoder then returns vanilla's tokens in bf16 by construction. The checks compare
+Every decoder that verifies causal chunks then returns vanilla's tokens in bf16 by construction. Tree verification
+(Medusa, EAGLE) is not covered: a node's ancestors sit at other cache slots than in left-to-right decoding, so the
+attention reductions add the same terms in other lanes (`Decoder.exact_on_runner`). The checks compare
 with `torch.equal` (no tolerance) at every layer, for the hidden states and for the keys/values each layer wrote.
 """
 import pytest
@@ -15,7 +17,6 @@ from decoders.self_speculative import SelfSpeculative
 from harness.core.decoding import CACHE_HEADROOM
 from harness.core.feature_draft import FeatureDraft
 from harness.core.heads import ExitHead
-from harness.core.tree import CandidateTree
 from spec_planting import real_prompts, stop_after, vanilla_tokens
 
 CONTEXT = 40
@@ -67,26 +68,6 @@ def test_a_causal_chunk_equals_one_position_forwards_at_every_layer(runner_bf16,
 
 
 @torch.inference_mode()
-def test_a_tree_chunk_equals_one_position_forwards_along_each_path(runner_bf16):
-    runner = runner_bf16
-    tree = CandidateTree.from_paths([[0], [1], [2], [0, 0], [0, 1], [1, 0], [0, 0, 0], [0, 0, 1]])
-    gen = torch.Generator().manual_seed(99)
-    context = torch.randint(0, VOCAB, (CONTEXT,), generator=gen).tolist()
-    tokens = torch.randint(0, VOCAB, (tree.size,), generator=gen).tolist()
-    positions = tree.positions(CONTEXT)
-    chunk = _layer_by_layer(runner, runner.embed(tokens), _context_cache(runner, context),
-                            positions=positions, chunk_mask=tree.mask())
-    for node in range(tree.size):
-        path = [node]
-        while tree.parents[path[0]] >= 0:
-            path.insert(0, tree.parents[path[0]])
-        single, _ = _one_position_path(runner, context, [tokens[n] for n in path],
-                                       positions=[CONTEXT + tree.depths[n] for n in path])
-        for layer in range(runner.n_layers):
-            assert torch.equal(chunk[layer][node], single[layer]), f"tree node {node} differs at layer {layer}"
-
-
-@torch.inference_mode()
 def test_shallow_layers_ahead_and_deep_layers_catching_up_give_vanilla_bits(runner_bf16):
     """AdaDecode's schedule: each layer's chunk starts after a different number of valid slots."""
     runner, split, ahead = runner_bf16, 11, 5
@@ -119,8 +100,8 @@ def _decoders(runner) -> dict:
     }
 
 
-@pytest.mark.parametrize("name", ["adadecode", "layerskip", "self_speculative", "medusa", "pld", "eagle"])
-def test_every_decoder_equals_vanilla_token_for_token_in_bf16(runner_bf16, shared_data, name):
+@pytest.mark.parametrize("name", ["adadecode", "layerskip", "self_speculative", "pld"])
+def test_every_causal_chunk_decoder_equals_vanilla_token_for_token_in_bf16(runner_bf16, shared_data, name):
     runner = runner_bf16
     decoder = _decoders(runner)[name]()
     drafted = 0
@@ -133,8 +114,8 @@ def test_every_decoder_equals_vanilla_token_for_token_in_bf16(runner_bf16, share
 
 @pytest.mark.parametrize("name", ["adadecode", "layerskip", "self_speculative", "medusa", "pld", "eagle"])
 def test_every_decoder_allocates_vanillas_cache_length(runner_bf16, shared_data, name, monkeypatch):
-    """The packed path's bits depend on the cache buffer's length: a decoder with another length than vanilla's
-    (Medusa once sized its cache by its tree) drifts from vanilla at rare near-ties (5 of 50 XSum samples)."""
+    """The packed path's bits depend on the cache buffer's length (its reductions run over all of it), so every
+    decoder allocates vanilla's."""
     runner = runner_bf16
     lengths, allocate = [], runner.new_cache
     monkeypatch.setattr(runner, "new_cache", lambda max_len: lengths.append(max_len) or allocate(max_len))

@@ -51,8 +51,8 @@ def test_matches_are_exact_and_length_differences_are_mismatches(runner, case):
 
 
 def test_the_exact_bf16_path_allows_no_near_tie_except_outside_the_runner(runner_bf16, runner, monkeypatch):
-    assert parity.near_tie_margin(runner_bf16, runs_on_runner=True) == 0.0
-    assert parity.near_tie_margin(runner_bf16, runs_on_runner=False) == parity.NEAR_TIE_MARGIN[torch.bfloat16]
+    assert parity.near_tie_margin(runner_bf16, exact_on_runner=True) == 0.0
+    assert parity.near_tie_margin(runner_bf16, exact_on_runner=False) == parity.NEAR_TIE_MARGIN[torch.bfloat16]
     monkeypatch.setattr(parity, "reference_margin", lambda *args: 0.0)  # an exact tie in the reference's logits
     tie = ([1, 2], [3, 4, 5], [3, 9, 5])
     assert parity.check(runner_bf16, True, *tie)["class"] == "mismatch"  # identical arithmetic cannot break a tie

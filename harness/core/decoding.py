@@ -110,9 +110,11 @@ class Decoder:
     """Base class: subclasses implement `_generate` with the runner's primitives."""
 
     name: ClassVar[str]
-    # False for decoders that compute outside `ModelRunner` (e.g. transformers' own generate): the runner's
-    # bit-exact chunks then say nothing about them, and parity classification allows them numerical near-ties.
-    runs_on_runner: ClassVar[bool] = True
+    # Whether, on the runner's batch-invariant path (`ModelRunner.exact_chunks`), this decoder computes bit for bit
+    # what vanilla computes. Causal chunks are exact there; tree verification is not (a node's ancestors sit at other
+    # cache slots than in left-to-right decoding, so attention's reductions add the same terms in other lanes), nor
+    # is a decoder that computes outside the runner. Parity classification allows those numerical near-ties.
+    exact_on_runner: ClassVar[bool] = True
     samples: ClassVar[bool] = False  # True for decoders that accept a sampler (lossless sampling)
 
     def __init__(self, runner: ModelRunner, task: str | None = None, **settings: Any) -> None:

@@ -17,8 +17,11 @@ to be lossless, row i of a chunk must come out bit-for-bit as it would alone. Ev
 The bits depend on the buffer's length (the reductions run over all of it), so two computations agree exactly when
 their caches have the same length: every decoder allocates `Decoder.new_cache` (prompt + budget + headroom).
 
-`tests/test_bf16_exactness.py` checks the claim: random chunks (q = 1..8, causal and tree masks) give, at every
-layer, the hidden states and KV entries of one-position forwards, bit for bit.
+`tests/test_bf16_exactness.py` checks the claim: random causal chunks (q = 1..8, and deep layers catching up on
+shallow ones) give, at every layer, the hidden states and KV entries of one-position forwards, bit for bit. A tree
+mask is not covered: a node's ancestors sit at other slots of the buffer than in left-to-right decoding, and the
+reductions then add the same terms in other vector lanes (measured: Medusa's trees leave vanilla's output at logit
+margins of 0–0.25 on 17 of 100 samples).
 """
 from __future__ import annotations
 
