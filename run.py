@@ -196,6 +196,8 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
                 "limit": args.limit, "split": "test", "seed": SEED, "sampling": sampling.as_dict(),
                 "warmup": args.warmup,
                 "telemetry": not args.no_telemetry, "decoders": names,
+                # per decoder: whether its output equals vanilla's bit for bit by construction on this runner
+                "bit_exact": {n: runner.exact_chunks and DECODERS.get(base_decoder(n)).exact_on_runner for n in names},
                 "decoder_settings": explicit, "settings_used": settings_used,
                 "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()],
                 **({"trained_heads": trained} if trained else {}), **extra_meta}
