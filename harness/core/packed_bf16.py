@@ -6,8 +6,8 @@ to be lossless, row i of a chunk must come out bit-for-bit as it would alone. Ev
 
 - linear layers run on oneDNN weights prepacked once (`mkldnn._reorder_linear_weight`): its bf16 kernels
   accumulate in fp32 and give each row the same bits whatever the number of rows, and prepacking saves re-laying
-  the weight on every call (measured 1.6–2× faster, same bits). q/k/v and gate/up are packed as one matrix each;
-  SiLU and the SiLU·up product are fused into the linears' epilogues (a fused residual add is not
+  the weight on every call (measured 1.6–2× faster, same bits). q/k/v are packed as one matrix; SiLU(gate) and
+  the product with up are fused into the gate and up linears' epilogues (a fused residual add is not
   batch-invariant, so the residual adds stay separate); one row is fed as two (see `PackedLinear`);
 - attention is written out over the cache's fixed-length buffer, every slot a row may not see masked to -inf
   and the softmax in fp32, in blocks of at most `ATTENTION_BLOCK` rows: each row's reductions then run over the
@@ -25,6 +25,7 @@ margins of 0–0.25 on 17 of 100 samples).
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -35,6 +36,7 @@ from harness.core.rotary import apply_rotary
 ATTENTION_BLOCK = 64  # query rows per attention block: bounds the fp32 score buffer for long prefills
 
 
+@functools.cache
 def cpu_has_bf16_hardware() -> bool:
     """True where the CPU advertises AVX512-BF16 or AMX-BF16 (Linux /proc/cpuinfo) and oneDNN takes bf16."""
     try:
