@@ -175,4 +175,5 @@ def load_draft(runner: ModelRunner, path: Path) -> FeatureDraft:
     """The draft stored at `path` (a missing file names the command that trains it)."""
     draft = FeatureDraft(runner)
     draft.load_state_dict(load_heads(path)[0])
+    draft.runner.repack()
     return draft

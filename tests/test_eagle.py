@@ -140,3 +140,31 @@ def test_bad_settings_and_a_missing_draft_are_clear_errors(runner, tmp_path, mon
         Eagle(runner, draft=untrained(runner), top_k=0)
     with pytest.raises(HarnessError, match="spare cache slots"):
         Eagle(runner, draft=untrained(runner), total_tokens=200)
+
+
+def test_a_bf16_draft_trains_every_weight_and_decodes_with_the_weights_it_was_given(runner_bf16, tmp_path, monkeypatch):
+    """On the packed bf16 path the draft's layer runs on packed copies of its weights: training must reach the
+    layer (autograd takes the eager path) and a trained or loaded draft must decode with its own weights."""
+    from decoders.eagle import load_draft
+    from harness.core.heads import save_heads
+    from harness.random_models import CONFIGS, random_runner
+
+    monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path))
+    tiny = random_runner(CONFIGS["tiny"], torch.bfloat16)
+    assert tiny.exact_chunks
+    prompts = [[5 + i, 9, 40 + i, 7, 11] for i in range(4)]
+    path = Eagle.train_heads(tiny, "toy", prompts, max_new_tokens=8, steps=3, batch_tokens=64)
+    trained = load_heads(path)[0]
+    assert not torch.equal(trained["layer.mlp.down_proj.weight"], tiny.layers[-1].mlp.down_proj.weight)
+
+    draft = load_draft(tiny, path)
+    with torch.no_grad():
+        draft.layer.mlp.down_proj.weight.mul_(4)  # far from the stored weights and the target's last layer
+    save_heads(path, draft.state_dict(), {})
+    loaded = load_draft(tiny, path)
+    features, embeddings = torch.randn(1, 6, 64, dtype=torch.bfloat16), tiny.embed([3, 4, 5, 6, 7, 8])
+    with torch.inference_mode():
+        packed = loaded(features, embeddings, loaded.new_cache(8))
+    with torch.enable_grad():  # the eager path, on the module's weights themselves
+        eager = loaded(features.clone().requires_grad_(), embeddings.detach(), loaded.new_cache(8)).detach()
+    assert (packed.float() - eager.float()).abs().max() < 0.05 * eager.float().abs().max()

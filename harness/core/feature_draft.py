@@ -152,6 +152,7 @@ def train_feature_draft(target: ModelRunner, prompts: list[list[int]], max_new_t
         losses.append((feature_loss.item(), token_loss.item()))
     seconds = time.perf_counter() - start
     draft.requires_grad_(False)
+    draft.runner.repack()
     last = losses[-20:]
     figures = {"steps": steps, "train_seconds": round(seconds, 1),
                "data_seconds": round(prepare, 1), "batch_tokens": batch_tokens, "lr": lr,

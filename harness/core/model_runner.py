@@ -56,6 +56,13 @@ class ModelRunner:
         if self.device.type == "cpu" and self._packed is None:
             store_linears_column_major(model)
 
+    def repack(self) -> None:
+        """Rebuilds the packed weights after the model's weights changed (a loaded or trained draft): the packed path
+        reads copies made when the runner was built. Training needs no repack while it runs, since autograd always
+        takes the eager path (prepacked weights carry no gradients)."""
+        if self._packed is not None:
+            self._packed = PackedBF16Stack(self)
+
     @property
     def exact_chunks(self) -> bool:
         """Whether a chunk's rows come out bit-for-bit as one-position forwards would (the packed bf16 path).
@@ -116,7 +123,7 @@ class ModelRunner:
         (draft models of self-speculative decoding) leave that layer's cache untouched.
         """
         end = self.n_layers if end is None else end
-        if self._packed is not None:
+        if self._packed is not None and not (hidden.requires_grad and torch.is_grad_enabled()):
             return self._packed.run_layers(hidden, cache, start, end, positions, chunk_mask, skip_attention, skip_mlp)
         for i in range(start, end):
             layer = self.layers[i]
