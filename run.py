@@ -28,7 +28,8 @@ SEED = 0
 
 def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The arguments of a benchmark run shared by `bench` and `sweep`: tasks, samples, model, data, output."""
-    p.add_argument("--tasks", default="humaneval", help="comma-separated task names")
+    p.add_argument("--tasks", default="humaneval",
+                   help="comma-separated task names; TASK:SUBSET runs one subset (spec_bench:summarization)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples of each task")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override each task's generation budget")
     p.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a hub id, a folder or a .gguf")
@@ -161,14 +162,14 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
     from harness.training import prepare_heads
     from reports.run_files import load_run
     from reports.summary import format_summary
-    from tasks.base import TASKS
+    from tasks.base import build_task, parse_task_list
 
     settings = {name: check_settings(DECODERS.get(base_decoder(name)), name, values)
                 for name, values in settings.items()}  # a typo or a bad value fails before the model loads
     sampling = sampling_settings(args, decoder_names)
     world = World.from_env()  # rank 0 of 1, or this process's rank under torchrun
     device = world.device(resolve_device(args.device))  # a bad --device fails before any data is read
-    chosen_tasks = [TASKS.get(name)(args.data, args.train_rows) for name in TASKS.parse_list(args.tasks)]
+    chosen_tasks = [build_task(spec, args.data, args.train_rows) for spec in parse_task_list(args.tasks)]
     for task in chosen_tasks:
         task.samples(args.limit)  # a missing data file or an unreachable hub fails before the model loads
         if not task.split_counts()[1]:

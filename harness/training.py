@@ -21,7 +21,7 @@ from harness.core.heads import HeadsNeed
 from harness.core.model_runner import ModelRunner
 from harness.recommended import MEASURED
 from harness.results import base_decoder
-from tasks.base import TASKS, Task, encode_prompt
+from tasks.base import Task, build_task, encode_prompt
 
 
 def trainable_decoder(name: str) -> type:
@@ -48,7 +48,7 @@ def train_heads(runner: ModelRunner, decoder_name: str, task_name: str, n_prompt
     decoder = trainable_decoder(decoder_name)
     if n_prompts < 2:
         raise HarnessError(f"--prompts must be at least 2 (one is held out), got {n_prompts}")
-    task = TASKS.get(task_name)(data)
+    task = build_task(task_name, data)
     prompts = task.training_prompts(n_prompts)
     if len(prompts) < 2:
         raise HarnessError(f"task {task_name!r} has no training prompts; pass --data with its source or pick another task")
@@ -107,7 +107,7 @@ def prepare_heads(runner: ModelRunner, settings: dict[str, dict], task_names: li
         if need.exit_layers:
             recipe["exit_layers"] = sorted(set(recipe.get("exit_layers", ())) | set(need.exit_layers))
         n_prompts = recipe.pop("prompts")
-        task = TASKS.get(need.task)(data)
+        task = build_task(need.task, data)
         prompts = task.training_prompts(n_prompts)
         rows = training_rows(task, len(prompts))
         lengths = sorted(len(encode_prompt(p, runner.tokenizer, task.use_chat_template)) for p in prompts)

@@ -98,7 +98,11 @@ class Task:
 
     def local_path(self) -> str | None:
         """The local copy named by --data, or None to read the public source."""
-        return str(data_file(self.data, self.name, self.data_file_name)) if self.data else None
+        return str(data_file(self.data, type(self).name, self.data_file_name)) if self.data else None
+
+    def restricted_to(self, subset: str) -> "Task":
+        """This task on one named subset of its rows (`--tasks TASK:SUBSET`); tasks with subsets override it."""
+        raise HarnessError(f"task {self.name!r} has no subsets; drop ':{subset}' (tasks with subsets: spec_bench)")
 
     def load_source_rows(self) -> list[dict]:
         raise NotImplementedError
@@ -123,3 +127,17 @@ def encode_prompt(prompt: str, tokenizer, use_chat_template: bool = True) -> lis
 
 
 TASKS: Registry[type[Task]] = Registry("task")
+
+
+def build_task(spec: str, data: str | None = None, train_rows: int | None = None) -> Task:
+    """`TASK` or `TASK:SUBSET` (e.g. `spec_bench:summarization`, one Spec-Bench category) → the task."""
+    name, _, subset = spec.partition(":")
+    task = TASKS.get(name)(data, train_rows)
+    return task.restricted_to(subset) if subset else task
+
+
+def parse_task_list(specs: str) -> list[str]:
+    """Comma-separated `TASK` or `TASK:SUBSET` names, each task name checked."""
+    chosen = [s.strip() for s in specs.split(",") if s.strip()]
+    TASKS.parse_list(",".join(s.partition(":")[0] for s in chosen))
+    return chosen

@@ -6,11 +6,13 @@ prompt would depend on its own output (and a parity failure on turn 1 would chan
 parity are measured on the first turns alone. Quality is not scored (Spec-Bench measures speed; parity with greedy
 decoding carries vanilla's quality over). The first 20 % of each category (96 questions) are kept for training
 heads; samples are ordered round-robin over categories so a small `--limit` still covers them all.
+`--tasks spec_bench:summarization` (any category) runs one category's evaluation rows (summarization: 64 of 80).
 """
 from __future__ import annotations
 
 from itertools import chain, zip_longest
 
+from harness.core.errors import HarnessError
 from tasks.base import TASKS, Sample, Task
 from tasks.sources import url_rows
 
@@ -26,20 +28,30 @@ class SpecBench(Task):
     fields = ("question_id", "category", "turns")
 
     def load_source_rows(self) -> list[dict]:
-        return url_rows(URL, self.name)
+        return url_rows(URL, type(self).name)
 
     def __init__(self, data: str | None = None, train_rows: int | None = None) -> None:
         """By default the first 20 % of each category train heads; `train_rows` N instead takes the first N
         questions of the round-robin order."""
         super().__init__(data)
         self.fixed_train_rows = train_rows
+        self.category: str | None = None
+
+    def restricted_to(self, subset: str) -> "SpecBench":
+        """One category's rows: results, heads and reports name the task `spec_bench:<category>`."""
+        categories = sorted({row["category"] for row in self.rows() if "category" in row})
+        if subset not in categories:
+            raise HarnessError(f"spec_bench has no category {subset!r}; known categories: {', '.join(categories)}")
+        self.category, self.name = subset, f"{type(self).name}:{subset}"
+        return self
 
     def _split(self) -> tuple[list[dict], list[dict]]:
         """(training rows, evaluation rows in round-robin category order)."""
         by_category: dict[str, list[dict]] = {}
         for row in self.rows():
             self.sample(row, 0)  # every row has its fields
-            by_category.setdefault(row["category"], []).append(row)
+            if self.category in (None, row["category"]):
+                by_category.setdefault(row["category"], []).append(row)
         if self.fixed_train_rows is not None:
             ordered = _round_robin(list(by_category.values()))
             return ordered[: self.fixed_train_rows], ordered[self.fixed_train_rows:]

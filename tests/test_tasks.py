@@ -124,3 +124,20 @@ def test_unreachable_hub_fails_fast_naming_data(monkeypatch):
         TASKS.get("gsm8k")().samples(1)
     with pytest.raises(HarnessError, match="--data"):
         TASKS.get("spec_bench")().samples(1)
+
+
+def test_a_spec_bench_category_runs_alone_with_its_own_name(shared_data):
+    from harness.core.errors import HarnessError
+    from tasks.base import build_task, parse_task_list
+
+    task = build_task("spec_bench:summarization", str(shared_data))
+    samples = task.samples()
+    assert task.name == "spec_bench:summarization" and task.split_counts() == (16, 64)
+    assert len(samples) == 64 and {s.meta["category"] for s in samples} == {"summarization"}
+    assert {s.id for s in samples} <= {s.id for s in build_task("spec_bench", str(shared_data)).samples()}
+    with pytest.raises(HarnessError, match="known categories: .*summarization"):
+        build_task("spec_bench:summ", str(shared_data))
+    with pytest.raises(HarnessError, match="has no subsets"):
+        build_task("xsum:a", str(shared_data))
+    with pytest.raises(HarnessError, match="unknown task 'nope'"):
+        parse_task_list("xsum,nope:x")

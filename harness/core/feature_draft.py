@@ -114,8 +114,8 @@ def _agreement(draft: FeatureDraft, target: ModelRunner, sequences: list[_Sequen
 
 
 def train_feature_draft(target: ModelRunner, prompts: list[list[int]], max_new_tokens: int = 96, steps: int = 300,
-                        batch_tokens: int = 1024, lr: float = 1e-3, seed: int = 0
-                        ) -> tuple[FeatureDraft, dict]:
+                        batch_tokens: int = 1024, lr: float = 1e-3, seed: int = 0,
+                        token_weight: float = TOKEN_LOSS_WEIGHT) -> tuple[FeatureDraft, dict]:
     """Trains a draft on the target's greedy continuations of `prompts` (a tenth held out). Returns the draft and
     its training figures: held-out top-1 agreement before and after, steps, time, final losses."""
     torch.manual_seed(seed)
@@ -145,7 +145,7 @@ def train_feature_draft(target: ModelRunner, prompts: list[list[int]], max_new_t
         out = draft(features, embeddings, draft.new_cache(len(positions)), positions, mask)[0, learnt]
         feature_loss = F.smooth_l1_loss(out.float(), target_features.float())
         token_loss = F.cross_entropy(target.lm_head(target.final_norm(out)).float(), target_tokens)
-        loss = feature_loss + TOKEN_LOSS_WEIGHT * token_loss
+        loss = feature_loss + token_weight * token_loss
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -155,7 +155,7 @@ def train_feature_draft(target: ModelRunner, prompts: list[list[int]], max_new_t
     draft.runner.repack()
     last = losses[-20:]
     figures = {"steps": steps, "train_seconds": round(seconds, 1),
-               "data_seconds": round(prepare, 1), "batch_tokens": batch_tokens, "lr": lr,
+               "data_seconds": round(prepare, 1), "batch_tokens": batch_tokens, "lr": lr, "token_weight": token_weight,
                "seed": seed, "max_new_tokens": max_new_tokens, "training_prompts": len(prompts) - held_out,
                "held_out_prompts": held_out, "training_positions": sum(len(s.tokens) - 2 - s.first for s in train),
                "held_out_positions": sum(len(s.tokens) - 2 - s.first for s in test),
