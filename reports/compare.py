@@ -53,7 +53,20 @@ def parse_fraction(text: str) -> float:
 
 
 def find_regressions(baseline: Run, candidate: Run, limits: Thresholds) -> list[Regression]:
-    return regressions_of(summarize(baseline.rows), summarize(candidate.rows), quality_metrics(baseline.rows), limits)
+    return regressions_of(summarize(baseline.rows), summarize(candidate.rows), quality_metrics(baseline.rows),
+                          limits) + distribution_failures(baseline, candidate)
+
+
+def distribution_failures(baseline: Run, candidate: Run) -> list[Regression]:
+    """Under sampling, token parity is replaced by each decoder's distribution check: a failed check in the
+    candidate is a regression whatever the baseline said."""
+    if candidate.distribution.empty:
+        return []
+    before = {} if baseline.distribution.empty else {
+        (r["task"], r["decoder"]): r["p_value"] for r in baseline.distribution.to_dict("records")}
+    return [Regression(r["task"], r["decoder"], "distribution check p", before.get((r["task"], r["decoder"]), math.nan),
+                       r["p_value"], f"p below alpha {r['alpha']:g}: the output distribution is not vanilla's")
+            for r in candidate.distribution.to_dict("records") if not r["passed"]]
 
 
 def regressions_of(before: pd.DataFrame, after: pd.DataFrame, quality: list[str], limits: Thresholds
@@ -100,7 +113,7 @@ def verdict_table(baseline: Run, candidate: Run, limits: Thresholds) -> tuple[st
     exact/near-tie/mismatch, quality, errors, the verdict), headed by the thresholds; and the regressions."""
     before, after = summarize(baseline.rows), summarize(candidate.rows)
     quality = quality_metrics(baseline.rows)
-    found = regressions_of(before, after, quality, limits)
+    found = regressions_of(before, after, quality, limits) + distribution_failures(baseline, candidate)
     failed: dict[tuple[str, str], list[str]] = {}
     for r in found:
         failed.setdefault((r.task, r.decoder), []).append(r.metric)
@@ -120,6 +133,7 @@ def verdict_table(baseline: Run, candidate: Run, limits: Thresholds) -> tuple[st
         records.append(record)
     thresholds = (f"thresholds: tok/s median and speed-up may drop at most {limits.max_slowdown:.1%}; "
                   f"{PARITY_OK_LABEL} at least {limits.min_parity:g} (near-ties pass, a mismatch fails); "
-                  f"quality mean may drop at most {limits.max_quality_drop:g}; no new errors; nothing missing")
+                  f"quality mean may drop at most {limits.max_quality_drop:g}; no new errors; nothing missing; "
+                  f"under sampling, every distribution check passes")
     table = pd.DataFrame(records).to_markdown(index=False, disable_numparse=True)
     return f"baseline {baseline.path} → candidate {candidate.path}\n{thresholds}\n\n{table}", found

@@ -1,4 +1,5 @@
 """The regression gate on planted regressions in hand-made runs."""
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -115,3 +116,21 @@ def test_cli_prints_a_verdict_table_with_the_thresholds(tmp_path):
     bad = compare_cli(base, write_run(tmp_path / "bad", rows(mismatch_at=("xsum", 0), parity_class="mismatch")))
     assert bad.returncode == 1 and "REGRESSION: parity (exact + near-tie)" in bad.stdout
     assert "3/0/0 → 2/0/1" in bad.stdout
+
+
+def test_a_failed_distribution_check_is_a_regression(tmp_path):
+    def check(decoder, p):
+        return {"task": "xsum", "decoder": decoder, "statistic": 1.0, "p_value": p, "cells": 4, "draws": 200,
+                "alpha": 0.001, "passed": p >= 0.001}
+
+    baseline = load_run(write_run(tmp_path / "base", rows()))
+    (baseline.path / "distribution.jsonl").write_text(json.dumps(check("fast", 0.4)) + "\n")
+    candidate = write_run(tmp_path / "cand", rows())
+    (candidate / "distribution.jsonl").write_text(json.dumps(check("fast", 0.4)) + "\n")
+    assert find_regressions(load_run(baseline.path), load_run(candidate), Thresholds()) == []
+    (candidate / "distribution.jsonl").write_text(json.dumps(check("fast", 2e-5)) + "\n")
+    found = find_regressions(load_run(baseline.path), load_run(candidate), Thresholds())
+    assert [(r.task, r.decoder, r.metric, r.baseline, r.candidate) for r in found] == [
+        ("xsum", "fast", "distribution check p", 0.4, 2e-5)]
+    out = compare_cli(baseline.path, candidate)
+    assert out.returncode == 1 and "distribution check p" in out.stdout + out.stderr
