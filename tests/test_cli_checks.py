@@ -23,6 +23,11 @@ def test_the_help_example_setting_is_a_real_one():
     assert out.returncode == 2 and "GGUF file" in out.stderr and "setting" not in out.stderr
 
 
+def test_a_per_decoder_sampling_setting_is_refused_with_the_run_wide_flag():
+    out = run_cli("--decoders", "pld", "--set", "pld.temperature=0.5", *NO_MODEL)
+    one_line_error(out, "pld: temperature is run-wide", "(--temperature)")
+
+
 def test_sweep_grid_keys_are_checked_too():
     out = run_cli("sweep", "--decoder", "layerskip", "--grid", "speculatio=2,4", *NO_MODEL)
     one_line_error(out, "layerskip@speculatio=2 has no setting 'speculatio'")

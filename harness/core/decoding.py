@@ -163,6 +163,9 @@ def declared_settings(decoder: type[Decoder]) -> dict[str, Any]:
             if name not in _NOT_SETTINGS and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
 
 
+RUN_WIDE_SAMPLING = ("temperature", "top_p", "top_k", "seed")
+
+
 def check_settings(decoder: type[Decoder], name: str, settings: dict[str, Any]) -> dict[str, Any]:
     """The settings converted to their declared types; an unknown key or a value of the wrong type is a one-line
     HarnessError naming the decoder's settings and their types (so a typo fails before the model loads)."""
@@ -170,6 +173,10 @@ def check_settings(decoder: type[Decoder], name: str, settings: dict[str, Any]) 
     listing = ", ".join(f"{key} ({type_name(kind)})" for key, kind in declared.items()) or "none"
     checked = {}
     for key, value in settings.items():
+        if key in RUN_WIDE_SAMPLING and key not in declared:
+            raise HarnessError(f"{name}: {key} is run-wide, not a decoder setting (--{key.replace('_', '-')}): "
+                               "each decoder samples vanilla's distribution, the one its speed-up and distribution "
+                               "check are measured against")
         if key not in declared:
             raise HarnessError(f"{name} has no setting {key!r}; its settings: {listing}")
         try:
