@@ -332,6 +332,8 @@ def train_heads_parser() -> argparse.ArgumentParser:
                    "float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--data", default=None, help="local data: a folder with <task>/test.jsonl, or a file")
+    p.add_argument("--train-rows", type=int, default=None, help="leading rows of the task reserved for training "
+                   "(default: the task's; humaneval's are MBPP's): --prompts beyond them are not available")
     return p
 
 
@@ -348,7 +350,7 @@ def train_heads(argv: list[str]) -> int:
     given = {"prompts": args.prompts, "max_new_tokens": args.max_new_tokens, "steps": args.steps,
              "exit_layers": args.exit_layers and [int(layer) for layer in args.exit_layers.split(",")]}
     settings.update({key: value for key, value in given.items() if value is not None})
-    path = train(runner, args.decoder, args.task, settings.pop("prompts"), args.data, **settings)
+    path = train(runner, args.decoder, args.task, settings.pop("prompts"), args.data, args.train_rows, **settings)
     print(f"heads: {path}")
     return 0
 

@@ -124,9 +124,8 @@ class Eagle(Decoder):
     def _children(self, nodes: list[int], features: torch.Tensor, tokens: list[int], parents: list[int],
                   depths: list[int], scores: list[float]) -> list[int]:
         """Adds the draft's top-k tokens after each of `nodes` (features [len(nodes), d]); returns the new nodes."""
-        top = torch.log_softmax(self.runner.logits(features[None]), dim=-1).topk(self.top_k, dim=-1)
         new = []
-        for node, values, ids in zip(nodes, top.values.tolist(), top.indices.tolist()):
+        for node, values, ids in zip(nodes, *self.draft.top_tokens(features, self.top_k)):
             for value, token in zip(values, ids):
                 new.append(len(tokens))
                 tokens.append(token)
@@ -173,7 +172,8 @@ class Eagle(Decoder):
 
 def load_draft(runner: ModelRunner, path: Path) -> FeatureDraft:
     """The draft stored at `path` (a missing file names the command that trains it)."""
-    draft = FeatureDraft(runner)
-    draft.load_state_dict(load_heads(path)[0])
+    tensors = load_heads(path)[0]
+    draft = FeatureDraft(runner, tensors.get("vocab"))
+    draft.load_state_dict(tensors)
     draft.runner.repack()
     return draft

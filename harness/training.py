@@ -43,12 +43,13 @@ def training_rows(task: Task, n: int) -> str:
 
 
 def train_heads(runner: ModelRunner, decoder_name: str, task_name: str, n_prompts: int, data: str | None = None,
-                **settings: Any) -> Path:
-    """Trains `decoder_name`'s heads for `task_name` on its first `n_prompts` training prompts; returns the file."""
+                train_rows: int | None = None, **settings: Any) -> Path:
+    """Trains `decoder_name`'s heads for `task_name` on its first `n_prompts` training prompts (of `train_rows`
+    reserved rows, default the task's); returns the file."""
     decoder = trainable_decoder(decoder_name)
     if n_prompts < 2:
         raise HarnessError(f"--prompts must be at least 2 (one is held out), got {n_prompts}")
-    task = build_task(task_name, data)
+    task = build_task(task_name, data, train_rows)
     prompts = task.training_prompts(n_prompts)
     if len(prompts) < 2:
         raise HarnessError(f"task {task_name!r} has no training prompts; pass --data with its source or pick another task")

@@ -168,3 +168,32 @@ def test_a_bf16_draft_trains_every_weight_and_decodes_with_the_weights_it_was_gi
     with torch.enable_grad():  # the eager path, on the module's weights themselves
         eager = loaded(features.clone().requires_grad_(), embeddings.detach(), loaded.new_cache(8)).detach()
     assert (packed.float() - eager.float()).abs().max() < 0.05 * eager.float().abs().max()
+
+
+def test_a_reduced_draft_vocabulary_drafts_only_its_tokens_and_keeps_vanillas_output(tmp_path, monkeypatch):
+    from decoders.eagle import load_draft
+    from harness.core.decoding import DECODERS, StopCondition
+    from harness.random_models import CONFIGS, random_runner
+
+    monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path))
+    tiny = random_runner(CONFIGS["tiny"], torch.float32)
+    prompts = [[5 + i, 9, 40 + i, 7, 11, 5 + i, 9] for i in range(6)]
+    path = Eagle.train_heads(tiny, "toy", prompts, max_new_tokens=10, steps=4, batch_tokens=64, draft_vocab=24)
+    tensors, meta = load_heads(path)
+    vocab = set(tensors["vocab"].tolist())
+    assert len(vocab) <= 24 and meta["draft_vocab"] == len(vocab) and 0 <= meta["held_out_in_vocab"] <= 1
+    assert "layer.mlp.up_proj.weight" in tensors and not any(k.startswith("head") for k in tensors)
+    draft = load_draft(tiny, path)
+    drafted = []
+
+    class Recording(Eagle):
+        def _draft_tree(self, root, guess, draft_cache):
+            tokens, parents = super()._draft_tree(root, guess, draft_cache)
+            drafted.extend(tokens[1:])
+            return tokens, parents
+
+    stop = StopCondition(16, frozenset())
+    for prompt in prompts[:2]:
+        reference = DECODERS.get("vanilla")(tiny).generate(prompt, stop).tokens
+        assert Recording(tiny, draft=draft, depth=3, top_k=2, total_tokens=5).generate(prompt, stop).tokens == reference
+    assert drafted and set(drafted) <= vocab

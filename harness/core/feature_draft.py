@@ -6,6 +6,12 @@ token t+1, concatenated and projected back to d by `fc`; one decoder layer of th
 target's frozen final norm and lm head. The layer runs on its own `ModelRunner`, so its one-layer KV cache, tree
 positions and chunk masks work as the target's do.
 
+The draft may read tokens out over a reduced vocabulary (FR-Spec, Zhao et al. 2025): the `vocab` most frequent
+tokens of its training data, the rows of the lm head it keeps. The lm head is the largest matrix a draft step
+reads (SmolLM2: 49 152 × 576, 57 MB in bf16, against 5 MB for the draft's layer), and EAGLE-2 reads it once per
+tree level; tokens outside the vocabulary are never drafted, which costs acceptance only where the model emits them.
+Under greedy decoding and under sampling the tree is verified by the full model, so the output does not change.
+
 Training is self-distillation on the target's own greedy continuations: for every continuation position the draft,
 fed the true features, learns f_{t+1} (smooth L1, as the paper) and the model's greedy token after it (cross-entropy,
 weight 0.1 as the paper; under greedy decoding the model's top token is the one that counts).
@@ -30,7 +36,7 @@ TOKEN_LOSS_WEIGHT = 0.1  # the paper's weight of the token cross-entropy beside 
 class _OneLayerShell(torch.nn.Module):
     """What `ModelRunner` reads from a model: the target's embeddings, norm and rotary tables around one layer."""
 
-    def __init__(self, target: ModelRunner, layer: torch.nn.Module) -> None:
+    def __init__(self, target: ModelRunner, layer: torch.nn.Module, lm_head: torch.nn.Module) -> None:
         super().__init__()
         self.config = target.config
         self.generation_config = None
@@ -38,18 +44,43 @@ class _OneLayerShell(torch.nn.Module):
         self.model.embed_tokens, self.model.norm, self.model.rotary_emb = target.embed_tokens, target.norm, \
             target.rotary_emb
         self.model.layers = torch.nn.ModuleList([layer])
-        self.lm_head = target.lm_head
+        self.lm_head = lm_head
 
 
 class FeatureDraft(torch.nn.Module):
-    """fc: [feature ; token embedding] (2d) → d, then one decoder layer; state: `fc.*` and `layer.*` only."""
+    """fc: [feature ; token embedding] (2d) → d, then one decoder layer; state: `fc.*`, `layer.*` and, with a
+    reduced vocabulary, `vocab` (token ids; the lm head's rows are the target's, frozen)."""
 
-    def __init__(self, target: ModelRunner) -> None:
+    def __init__(self, target: ModelRunner, vocab: torch.Tensor | None = None) -> None:
         super().__init__()
         d = target.hidden_size
         self.fc = torch.nn.Linear(2 * d, d, dtype=target.dtype, device=target.device)
         self.layer = copy.deepcopy(target.layers[-1])
-        self.runner = ModelRunner(_OneLayerShell(target, self.layer), target.tokenizer, f"{target.name} draft")
+        self.register_buffer("vocab", None if vocab is None else vocab.to(target.device, torch.long))
+        head = target.lm_head
+        if vocab is not None:  # not a submodule: the rows are the target's, not stored with the draft
+            head = torch.nn.Linear(d, len(vocab), bias=False, dtype=target.dtype, device=target.device)
+            head.weight = torch.nn.Parameter(target.lm_head.weight.detach()[self.vocab].clone(), requires_grad=False)
+        self.runner = ModelRunner(_OneLayerShell(target, self.layer, head), target.tokenizer, f"{target.name} draft")
+
+    def top_tokens(self, features: torch.Tensor, k: int) -> tuple[list[list[float]], list[list[int]]]:
+        """Predicted features [q, d] → each row's `k` likeliest tokens over the draft's vocabulary: their
+        log-probabilities and token ids."""
+        top = torch.log_softmax(self.runner.logits(features[None]), dim=-1).topk(k, dim=-1)
+        ids = top.indices if self.vocab is None else self.vocab[top.indices]
+        return top.values.tolist(), ids.tolist()
+
+    def training_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """Differentiable logits [n, draft vocabulary] of predicted features [n, d] (eager kernels)."""
+        return self.runner.lm_head(self.runner.final_norm(features)).float()
+
+    def vocab_index(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token ids → their index in the draft's vocabulary; -100 (cross-entropy's ignore index) outside it."""
+        if self.vocab is None:
+            return tokens
+        index = torch.full((int(self.vocab.max()) + 1,), -100, dtype=torch.long, device=tokens.device)
+        index[self.vocab] = torch.arange(len(self.vocab), device=tokens.device)
+        return torch.where(tokens < len(index), index[tokens.clamp(max=len(index) - 1)], -100)
 
     def new_cache(self, max_len: int) -> LayeredKVCache:
         return self.runner.new_cache(max_len)
@@ -108,23 +139,39 @@ def _agreement(draft: FeatureDraft, target: ModelRunner, sequences: list[_Sequen
         for s in sequences:
             features, embeddings, positions, mask, learnt, _, tokens = _pack(target, [s])
             out = draft(features, embeddings, draft.new_cache(len(positions)), positions, mask)
-            hits += int((target.logits(out[:, learnt]).argmax(-1) == tokens).sum())
+            hits += sum(row[0] == token for row, token in zip(draft.top_tokens(out[0, learnt], 1)[1],
+                                                               tokens.tolist()))
             total += len(tokens)
     return hits / total if total else float("nan")
 
 
+def frequent_tokens(sequences: list[torch.Tensor], n: int) -> torch.Tensor:
+    """The `n` most frequent token ids of `sequences` (prompts and continuations), in id order."""
+    counts = torch.bincount(torch.cat(sequences).cpu())
+    return counts.topk(min(n, int((counts > 0).sum()))).indices.sort().values
+
+
+def in_vocab_share(draft: FeatureDraft, sequences: list[_Sequence]) -> float:
+    """Share of the held-out greedy tokens that the draft's vocabulary holds (1.0 with the model's)."""
+    tokens = torch.cat([s.tokens[s.first + 2:] for s in sequences])
+    return float((draft.vocab_index(tokens) >= 0).float().mean()) if len(tokens) else float("nan")
+
+
 def train_feature_draft(target: ModelRunner, prompts: list[list[int]], max_new_tokens: int = 96, steps: int = 300,
                         batch_tokens: int = 1024, lr: float = 1e-3, seed: int = 0,
-                        token_weight: float = TOKEN_LOSS_WEIGHT) -> tuple[FeatureDraft, dict]:
-    """Trains a draft on the target's greedy continuations of `prompts` (a tenth held out). Returns the draft and
-    its training figures: held-out top-1 agreement before and after, steps, time, final losses."""
+                        token_weight: float = TOKEN_LOSS_WEIGHT, draft_vocab: int = 0
+                        ) -> tuple[FeatureDraft, dict]:
+    """Trains a draft on the target's greedy continuations of `prompts` (a tenth held out). `draft_vocab` > 0 keeps
+    that many of the training data's most frequent tokens as the draft's vocabulary (0: the model's). Returns the
+    draft and its training figures: held-out top-1 agreement before and after, steps, time, final losses."""
     torch.manual_seed(seed)
     prepare = time.perf_counter()
     held_out = max(1, len(prompts) // 10)
     continuations = greedy_continuations(target, prompts, max_new_tokens)
     sequences = _sequences(target, prompts, continuations)
     train, test = sequences[:-held_out], sequences[-held_out:]
-    draft = FeatureDraft(target)
+    vocab = frequent_tokens([s.tokens for s in train], draft_vocab) if draft_vocab else None
+    draft = FeatureDraft(target, vocab)
     before = _agreement(draft, target, test)
     prepare = time.perf_counter() - prepare
     target.model.requires_grad_(False)
@@ -144,7 +191,7 @@ def train_feature_draft(target: ModelRunner, prompts: list[list[int]], max_new_t
         features, embeddings, positions, mask, learnt, target_features, target_tokens = _pack(target, batch)
         out = draft(features, embeddings, draft.new_cache(len(positions)), positions, mask)[0, learnt]
         feature_loss = F.smooth_l1_loss(out.float(), target_features.float())
-        token_loss = F.cross_entropy(target.lm_head(target.final_norm(out)).float(), target_tokens)
+        token_loss = F.cross_entropy(draft.training_logits(out), draft.vocab_index(target_tokens))
         loss = feature_loss + token_weight * token_loss
         optimizer.zero_grad()
         loss.backward()
@@ -156,6 +203,8 @@ def train_feature_draft(target: ModelRunner, prompts: list[list[int]], max_new_t
     last = losses[-20:]
     figures = {"steps": steps, "train_seconds": round(seconds, 1),
                "data_seconds": round(prepare, 1), "batch_tokens": batch_tokens, "lr": lr, "token_weight": token_weight,
+               "draft_vocab": len(vocab) if vocab is not None else target.config.vocab_size,
+               "held_out_in_vocab": in_vocab_share(draft, test),
                "seed": seed, "max_new_tokens": max_new_tokens, "training_prompts": len(prompts) - held_out,
                "held_out_prompts": held_out, "training_positions": sum(len(s.tokens) - 2 - s.first for s in train),
                "held_out_positions": sum(len(s.tokens) - 2 - s.first for s in test),

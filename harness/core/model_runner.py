@@ -164,7 +164,7 @@ class ModelRunner:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and lm head: hidden states [1, q, d] → logits [q, vocab] (float32)."""
-        if self._packed is not None:
+        if self._packed is not None and not (hidden.requires_grad and torch.is_grad_enabled()):
             return self._packed.logits(hidden)
         return self.lm_head(self.norm(hidden))[0].float()
 
