@@ -12,9 +12,10 @@ reads (SmolLM2: 49 152 × 576, 57 MB in bf16, against 5 MB for the draft's layer
 tree level; tokens outside the vocabulary are never drafted, which costs acceptance only where the model emits them.
 Under greedy decoding and under sampling the tree is verified by the full model, so the output does not change.
 
-Training is self-distillation on the target's own greedy continuations: for every continuation position the draft,
-fed the true features, learns f_{t+1} (smooth L1, as the paper) and the model's greedy token after it (cross-entropy,
-weight 0.1 as the paper; under greedy decoding the model's top token is the one that counts).
+Training is self-distillation on the target's own greedy continuations: for every continuation position (and, with
+`prompt_positions`, every prompt position too) the draft, fed the true features, learns f_{t+1} (smooth L1, as the
+paper) and the model's greedy token after it (cross-entropy; the paper weighs it 0.1, the recipe 1.0: under greedy
+decoding the model's top token is what counts).
 """
 from __future__ import annotations
 
@@ -97,7 +98,13 @@ class FeatureDraft(torch.nn.Module):
 class _Sequence:
     features: torch.Tensor  # [len - 1, d]: f_0 … f_{len-2}
     tokens: torch.Tensor  # [len] token ids
-    first: int  # the first position t whose next feature is learnt: the prompt's last position
+    greedy: torch.Tensor  # [len - 1]: the model's greedy token after each position, read from f_0 … f_{len-2}
+    first: int  # the first position t whose next feature is learnt (the prompt's last, or 0 with its positions)
+
+    @property
+    def targets(self) -> torch.Tensor:
+        """The greedy tokens the draft learns to read out of its predictions f_{first+1} …"""
+        return self.greedy[self.first + 1:]
 
 
 def _sequences(target: ModelRunner, prompts: list[list[int]], continuations: list[list[int]]) -> list[_Sequence]:
@@ -105,10 +112,12 @@ def _sequences(target: ModelRunner, prompts: list[list[int]], continuations: lis
     sequences = [p + c for p, c in zip(prompts, continuations)]
     features = collect_hidden_states(target, sequences, [1] * len(sequences), [target.n_layers])[target.n_layers]
     out, at = [], 0
-    for prompt, ids in zip(prompts, sequences):
-        out.append(_Sequence(features[at:at + len(ids) - 1].to(target.dtype).clone(),
-                             torch.tensor(ids, device=target.device), len(prompt) - 1))
-        at += len(ids) - 1
+    with torch.inference_mode():
+        for prompt, ids in zip(prompts, sequences):
+            mine = features[at:at + len(ids) - 1].to(target.dtype).clone()
+            greedy = torch.cat([target.logits(part[None]).argmax(-1) for part in mine.split(256)])
+            out.append(_Sequence(mine, torch.tensor(ids, device=target.device), greedy.clone(), len(prompt) - 1))
+            at += len(ids) - 1
     return [s for s in out if len(s.tokens) - 2 > s.first]  # at least one position with a next feature and token
 
 
@@ -124,7 +133,7 @@ def _pack(target: ModelRunner, batch: list[_Sequence]) -> tuple[torch.Tensor, ..
         positions.append(torch.arange(n, device=target.device))
         learnt.append(torch.arange(s.first, n - 1, device=target.device) + offset)
         target_features.append(s.features[s.first + 1:])
-        target_tokens.append(s.tokens[s.first + 2:])
+        target_tokens.append(s.targets)
         offset += n
     blocks = torch.block_diag(*[torch.ones(len(s.features), len(s.features), dtype=torch.bool) for s in batch])
     mask = blocks.tril().to(target.device)
@@ -146,31 +155,36 @@ def _agreement(draft: FeatureDraft, target: ModelRunner, sequences: list[_Sequen
 
 
 def frequent_tokens(sequences: list[torch.Tensor], n: int) -> torch.Tensor:
-    """The `n` most frequent token ids of `sequences` (prompts and continuations), in id order."""
+    """The `n` most frequent token ids of `sequences` (the training targets), in id order."""
     counts = torch.bincount(torch.cat(sequences).cpu())
     return counts.topk(min(n, int((counts > 0).sum()))).indices.sort().values
 
 
 def in_vocab_share(draft: FeatureDraft, sequences: list[_Sequence]) -> float:
     """Share of the held-out greedy tokens that the draft's vocabulary holds (1.0 with the model's)."""
-    tokens = torch.cat([s.tokens[s.first + 2:] for s in sequences])
+    tokens = torch.cat([s.targets for s in sequences])
     return float((draft.vocab_index(tokens) >= 0).float().mean()) if len(tokens) else float("nan")
 
 
 def train_feature_draft(target: ModelRunner, prompts: list[list[int]], max_new_tokens: int = 96, steps: int = 300,
                         batch_tokens: int = 1024, lr: float = 1e-3, seed: int = 0,
-                        token_weight: float = TOKEN_LOSS_WEIGHT, draft_vocab: int = 0
-                        ) -> tuple[FeatureDraft, dict]:
+                        token_weight: float = TOKEN_LOSS_WEIGHT, draft_vocab: int = 0,
+                        prompt_positions: bool = False) -> tuple[FeatureDraft, dict]:
     """Trains a draft on the target's greedy continuations of `prompts` (a tenth held out). `draft_vocab` > 0 keeps
-    that many of the training data's most frequent tokens as the draft's vocabulary (0: the model's). Returns the
-    draft and its training figures: held-out top-1 agreement before and after, steps, time, final losses."""
+    that many of the training data's most frequent target tokens as the draft's vocabulary (0: the model's).
+    `prompt_positions` also learns along the training prompts' own text (the features are there anyway; the token
+    targets are still the model's greedy tokens), as EAGLE learns along fixed conversations; held-out agreement is
+    measured on continuations only. Returns the draft and its training figures: held-out top-1 agreement before
+    and after, steps, time, final losses."""
     torch.manual_seed(seed)
     prepare = time.perf_counter()
     held_out = max(1, len(prompts) // 10)
     continuations = greedy_continuations(target, prompts, max_new_tokens)
     sequences = _sequences(target, prompts, continuations)
     train, test = sequences[:-held_out], sequences[-held_out:]
-    vocab = frequent_tokens([s.tokens for s in train], draft_vocab) if draft_vocab else None
+    if prompt_positions:
+        train = [_Sequence(s.features, s.tokens, s.greedy, 0) for s in train]
+    vocab = frequent_tokens([s.targets for s in train], draft_vocab) if draft_vocab else None
     draft = FeatureDraft(target, vocab)
     before = _agreement(draft, target, test)
     prepare = time.perf_counter() - prepare
@@ -206,7 +220,8 @@ def train_feature_draft(target: ModelRunner, prompts: list[list[int]], max_new_t
                "draft_vocab": len(vocab) if vocab is not None else target.config.vocab_size,
                "held_out_in_vocab": in_vocab_share(draft, test),
                "seed": seed, "max_new_tokens": max_new_tokens, "training_prompts": len(prompts) - held_out,
-               "held_out_prompts": held_out, "training_positions": sum(len(s.tokens) - 2 - s.first for s in train),
+               "held_out_prompts": held_out, "prompt_positions": prompt_positions,
+               "training_positions": sum(len(s.tokens) - 2 - s.first for s in train),
                "held_out_positions": sum(len(s.tokens) - 2 - s.first for s in test),
                "held_out_top1_before": before, "held_out_top1_after": _agreement(draft, target, test),
                "final_feature_loss": sum(f for f, _ in last) / len(last) if last else None,
