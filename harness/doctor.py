@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from harness.core.loading import EMBEDDED_PACKAGE, cache_dir
+from harness.core.packed_bf16 import packed_path_applies
 from harness.device_info import describe_device
 
 OK, WARN, FAIL = "ok", "warn", "fail"
@@ -52,7 +53,9 @@ def cpu() -> Check:
     bf16 = [name for name, present in info["bf16_instructions"].items() if present and "BF16" in name]
     what = (f"CPU {info['name']} ({info['architecture']}), {info['logical_cores']} logical / "
             f"{info['physical_cores']} physical cores, torch uses {info['torch_threads']} threads "
-            f"({info['torch_cpu_capability']}); bf16 instructions: {', '.join(bf16) or 'none'}")
+            f"({info['torch_cpu_capability']}); bf16 instructions: {', '.join(bf16) or 'none'}; --dtype auto runs "
+            + ("bfloat16 on the packed path (oneDNN prepacked weights; batch-invariant, exact chunks)"
+               if packed_path_applies(torch.device("cpu"), torch.bfloat16) else "float32 (eager kernels)"))
     if not info["flags_known"]:
         return Check(WARN, what, "the CPU flags could not be read (/proc/cpuinfo, lscpu): bf16 support unknown")
     if not bf16:

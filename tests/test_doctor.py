@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 import harness.doctor as doctor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -18,6 +20,10 @@ def test_doctor_prints_one_status_per_fact_with_fixes():
     assert lines[0].startswith("ok   torch ") and "transformers" in lines[0]
     cpu = next(line for line in lines if " CPU " in line)
     assert "cores" in cpu and "bf16 instructions" in cpu and "CPU x86_64 " not in cpu
+    from harness.core.loading import resolve_dtype
+
+    auto = "bfloat16 on the packed path" if resolve_dtype("auto", torch.device("cpu")) == torch.bfloat16 else "float32"
+    assert f"--dtype auto runs {auto}" in cpu
 
 
 def test_heads_are_listed_per_model_kind_and_task(tmp_path, monkeypatch):
