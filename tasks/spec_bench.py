@@ -74,7 +74,8 @@ class SpecBench(Task):
         train = self._split()[0]
         return {"source": self.local_path() or self.source, "turns": "first only",
                 "training_question_ids": [row["question_id"] for row in train],
-                "evaluation": "the other questions, round-robin over categories"}
+                "evaluation": f"the other questions of category {self.category}" if self.category else
+                "the other questions, round-robin over categories"}
 
     def to_sample(self, row: dict, index: int) -> Sample:
         return Sample(id=f"spec_bench/{row['question_id']}", prompt=row["turns"][0], reference=row.get("reference"),
