@@ -9,8 +9,11 @@ probability `alpha` (a false alarm); the draws are seeded, so a given check's ve
 
 A sampled benchmark run (`--temperature` above 0) runs the check for every decoder on each task's first sample, at
 the run's temperature and top-p with the top-k cut to `RUN_TOP_K`, and appends one row per (task, decoder) to the
-run folder's `distribution.jsonl`: the verdict that replaces token parity in its reports. With the few hundred
-draws a run affords, it catches gross errors only; the fine-grained check is the test suite's.
+run folder's `distribution.jsonl`: the verdict that replaces token parity in its reports. The check starts where
+it can tell decoders apart (`informative_prefix`): a chat prompt's first tokens are often nearly certain (a code
+fence, "The"), and a check there passes every decoder whatever it does, so the prompt is extended by vanilla's
+greedy tokens up to the position, within `RUN_HORIZON`, whose next-token distribution has the most entropy. With
+the few hundred draws a run affords, it catches gross errors only; the fine-grained check is the test suite's.
 """
 from __future__ import annotations
 
@@ -28,6 +31,7 @@ from harness.core.sampling import Sampler, Sampling, warp
 
 MIN_EXPECTED = 5.0
 DISTRIBUTION_FILE = "distribution.jsonl"
+RUN_HORIZON = 32  # greedy tokens searched for the most uncertain position to check from
 RUN_TOP_K, RUN_LENGTH, RUN_GENERATED = 3, 2, 4  # a run's check: 9 continuations; 4 tokens so that drafts reach past
 
 
@@ -124,6 +128,28 @@ def check_distribution(decoder: Decoder, prompt_ids: list[int], settings: Sampli
     return chi_square(counts, exact, alpha)
 
 
+@torch.inference_mode()
+def informative_prefix(runner: ModelRunner, prompt_ids: list[int], settings: Sampling,
+                       horizon: int = RUN_HORIZON) -> list[int]:
+    """The prompt extended by vanilla's greedy tokens up to the position (within `horizon`, before an end of
+    sequence) where the next token's distribution under `settings` has the most entropy."""
+    cache = runner.new_cache(len(prompt_ids) + horizon + 1)
+    logits = runner.forward(prompt_ids, cache, last_only=True)[-1]
+    tokens: list[int] = []
+    best, best_entropy = 0, -1.0
+    for position in range(horizon + 1):
+        probs = warp(logits, settings)
+        entropy = float(-(probs * probs.clamp_min(1e-30).log()).sum())
+        if entropy > best_entropy:
+            best, best_entropy = position, entropy
+        token = int(logits.argmax())
+        if position == horizon or token in runner.eos_token_ids:
+            break
+        tokens.append(token)
+        logits = runner.forward([token], cache)[-1]
+    return prompt_ids + tokens[:best]
+
+
 def record_run_checks(out_dir: Path, task: str, sample_id: str, prompt_ids: list[int], decoders: dict[str, Decoder],
                       sampling: Sampling, draws: int) -> None:
     """Checks each decoder not yet checked on `task` (a resumed run keeps its rows) and appends its row to the run
@@ -133,11 +159,14 @@ def record_run_checks(out_dir: Path, task: str, sample_id: str, prompt_ids: list
     done = {(row["task"], row["decoder"]) for row in map(json.loads, filter(str.strip, lines))}
     settings = Sampling(sampling.temperature, sampling.top_p, min(sampling.top_k or RUN_TOP_K, RUN_TOP_K),
                         sampling.seed)
-    for name, decoder in decoders.items():
-        if (task, name) in done:
-            continue
-        check = check_distribution(decoder, prompt_ids, settings, RUN_LENGTH, draws, max_new_tokens=RUN_GENERATED)
-        row = {"task": task, "decoder": name, "sample_id": sample_id, "tokens": RUN_LENGTH,
+    pending = {name: decoder for name, decoder in decoders.items() if (task, name) not in done}
+    if not pending:
+        return
+    start = informative_prefix(next(iter(pending.values())).runner, prompt_ids, settings)
+    for name, decoder in pending.items():
+        check = check_distribution(decoder, start, settings, RUN_LENGTH, draws, max_new_tokens=RUN_GENERATED)
+        row = {"task": task, "decoder": name, "sample_id": sample_id, "prefix_tokens": len(start) - len(prompt_ids),
+               "tokens": RUN_LENGTH,
                "sampling": settings.as_dict(), **check.as_dict()}
         with open(path, "a", encoding="utf-8") as out:
             out.write(json.dumps(row) + "\n")

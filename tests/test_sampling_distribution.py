@@ -143,3 +143,23 @@ def test_a_verifier_that_accepts_too_often_is_caught(tiny, exact, vanilla_counts
           f"{against_vanilla.statistic:.2f}, p = {against_vanilla.p_value:.3g}")
     assert not check.passed, check.as_dict()
     assert not against_vanilla.passed, against_vanilla.as_dict()
+
+
+def test_the_run_check_starts_where_the_next_token_is_least_certain(tiny):
+    from harness.distribution import informative_prefix
+    from harness.core.sampling import warp
+
+    settings = Sampling(temperature=1.0, top_k=3)
+    prompt = PROMPT[:4]
+    start = informative_prefix(tiny, prompt, settings, horizon=12)
+    greedy = Vanilla(tiny).generate(prompt, StopCondition(12, frozenset())).tokens
+    assert start[:len(prompt)] == prompt and start[len(prompt):] == greedy[:len(start) - len(prompt)]
+
+    def entropy(prefix):
+        cache = tiny.new_cache(len(prefix) + 1)
+        with torch.inference_mode():
+            probs = warp(tiny.forward(prefix, cache, last_only=True)[-1], settings)
+        return float(-(probs * probs.clamp_min(1e-30).log()).sum())
+
+    entropies = [entropy(prompt + greedy[:i]) for i in range(13)]
+    assert abs(entropy(start) - max(entropies)) < 1e-4 and len(start) > len(prompt)

@@ -55,6 +55,7 @@ def test_a_sampled_run_records_its_settings_and_skips_parity(tmp_path):
     assert [(c["task"], c["decoder"], c["draws"]) for c in checks] == [("humaneval", "vanilla", 20),
                                                                         ("humaneval", "pld", 20)]
     assert checks[0]["sampling"] == {"greedy": False, "temperature": 0.7, "top_p": 0.95, "top_k": 3, "seed": 3}
+    assert checks[0]["prefix_tokens"] == checks[1]["prefix_tokens"] >= 0  # both decoders checked from one start
     assert "pld on humaneval" in out.stdout and "distribution check" in out.stdout
     assert run_cli(*args, "--out", str(tmp_path / "b")).returncode == 0
     again = [json.loads(line) for line in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]
