@@ -24,7 +24,7 @@ from harness.core.decoding import DECODERS, Decoder, StopCondition
 from harness.core.model_runner import ModelRunner
 from harness.core.sampling import Sampling
 from harness.distributed import World, merge_results
-from harness.distribution import record_run_checks
+from harness.distribution import checked_decoders, record_run_checks
 from harness.parity import check
 from harness.results import REFERENCE_DECODER, RESULTS_FILE, Key, ResultStore, base_decoder, result_files
 from harness.telemetry import MemoryProbe
@@ -105,14 +105,18 @@ def run_task(runner: ModelRunner, store: ResultStore, measurer: Measurer, names:
              config: BenchConfig) -> None:
     shard = [(i, s) for i, s in enumerate(task.samples(config.limit)) if config.world.owns(i)]
     pending = [(s, n) for _, s in shard for n in names if not store.has(n, task.name, s.id)]
-    if not pending:
+    checks = not config.sampling.greedy and config.distribution_draws and shard and config.world.rank == 0
+    unchecked = [n for n in names if n not in checked_decoders(config.out_dir, task.name)] if checks else []
+    if not pending and not unchecked:
         return
     stop = StopCondition(config.max_new_tokens or task.max_new_tokens, frozenset(runner.eos_token_ids),
                          task.stop_strings, runner.tokenizer)
     settings = config.task_settings.get(task.name, config.decoder_settings)
     decoders = {n: DECODERS.get(base_decoder(n))(runner, task=task.name, **settings.get(n, {}))
-                for n in dict.fromkeys(n for _, n in pending)}
-    warm_up(decoders, task.prompt_ids(pending[0][0], runner.tokenizer), stop, config.warmup, config.sampling)
+                for n in dict.fromkeys([n for _, n in pending] + unchecked)}
+    if pending:
+        warm_up({n: decoders[n] for n in dict.fromkeys(n for _, n in pending)},
+                task.prompt_ids(pending[0][0], runner.tokenizer), stop, config.warmup, config.sampling)
     throughput = Throughput()
     desc = f"{task.name} (rank {config.world.rank})" if config.world.distributed else task.name
     with tqdm(total=len(pending), desc=desc, unit="gen", file=sys.stderr, dynamic_ncols=True) as bar:
@@ -127,10 +131,10 @@ def run_task(runner: ModelRunner, store: ResultStore, measurer: Measurer, names:
                 store.append(row)
                 bar.set_postfix(throughput.add(row), refresh=False)
                 bar.update()
-    if not config.sampling.greedy and config.distribution_draws and shard and config.world.rank == 0:
+    if unchecked:  # also on a resumed run whose generations were all done before it was stopped
         _, sample = shard[0]
         record_run_checks(config.out_dir, task.name, str(sample.id), task.prompt_ids(sample, runner.tokenizer),
-                          decoders, config.sampling, config.distribution_draws)
+                          {n: decoders[n] for n in unchecked}, config.sampling, config.distribution_draws)
 
 
 def warm_up(decoders: dict[str, Decoder], prompt_ids: list[int], stop: StopCondition, n: int,

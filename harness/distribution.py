@@ -128,6 +128,13 @@ def check_distribution(decoder: Decoder, prompt_ids: list[int], settings: Sampli
     return chi_square(counts, exact, alpha)
 
 
+def checked_decoders(out_dir: Path, task: str) -> set[str]:
+    """The decoders whose distribution check on `task` the run folder already holds."""
+    path = out_dir / DISTRIBUTION_FILE
+    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
+    return {row["decoder"] for row in map(json.loads, filter(str.strip, lines)) if row["task"] == task}
+
+
 @torch.inference_mode()
 def informative_prefix(runner: ModelRunner, prompt_ids: list[int], settings: Sampling,
                        horizon: int = RUN_HORIZON) -> list[int]:
@@ -155,11 +162,10 @@ def record_run_checks(out_dir: Path, task: str, sample_id: str, prompt_ids: list
     """Checks each decoder not yet checked on `task` (a resumed run keeps its rows) and appends its row to the run
     folder's `distribution.jsonl` as soon as it is done."""
     path = out_dir / DISTRIBUTION_FILE
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    done = {(row["task"], row["decoder"]) for row in map(json.loads, filter(str.strip, lines))}
+    done = checked_decoders(out_dir, task)
     settings = Sampling(sampling.temperature, sampling.top_p, min(sampling.top_k or RUN_TOP_K, RUN_TOP_K),
                         sampling.seed)
-    pending = {name: decoder for name, decoder in decoders.items() if (task, name) not in done}
+    pending = {name: decoder for name, decoder in decoders.items() if name not in done}
     if not pending:
         return
     start = informative_prefix(next(iter(pending.values())).runner, prompt_ids, settings)

@@ -60,5 +60,10 @@ def test_a_sampled_run_records_its_settings_and_skips_parity(tmp_path):
     assert run_cli(*args, "--out", str(tmp_path / "b")).returncode == 0
     again = [json.loads(line) for line in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]
     assert [r["tokens"] for r in again] == [r["tokens"] for r in rows]  # the seed makes the draws reproducible
+    (tmp_path / "b" / "distribution.jsonl").unlink()  # stopped after its generations, before its checks
+    assert run_cli(*args, "--out", str(tmp_path / "b")).returncode == 0
+    resumed = [json.loads(line) for line in (tmp_path / "b" / "distribution.jsonl").read_text().splitlines()]
+    assert [(c["decoder"], c["p_value"]) for c in resumed] == [(c["decoder"], c["p_value"]) for c in checks]
+    assert len((tmp_path / "b" / "results.jsonl").read_text().splitlines()) == len(rows)
     other = run_cli(*[a if a != "0.7" else "0.9" for a in args], "--out", str(tmp_path / "a"))
     assert other.returncode == 2 and "holds a run with sampling=" in other.stderr and "temperature': 0.9" in other.stderr
