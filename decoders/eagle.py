@@ -35,8 +35,6 @@ from harness.core.tree import CandidateTree, ancestor_mask
 KIND = "eagle"
 
 
-
-
 @DECODERS.register(KIND)
 class Eagle(Decoder):
     """Settings: `depth` (4), `top_k` (3), `total_tokens` (4, drafted nodes verified per round, the root aside):

@@ -159,20 +159,14 @@ def informative_prefix(runner: ModelRunner, prompt_ids: list[int], settings: Sam
 
 def record_run_checks(out_dir: Path, task: str, sample_id: str, prompt_ids: list[int], decoders: dict[str, Decoder],
                       sampling: Sampling, draws: int) -> None:
-    """Checks each decoder not yet checked on `task` (a resumed run keeps its rows) and appends its row to the run
-    folder's `distribution.jsonl` as soon as it is done."""
-    path = out_dir / DISTRIBUTION_FILE
-    done = checked_decoders(out_dir, task)
+    """Checks each of `decoders` (those `checked_decoders` does not list yet: a resumed run keeps its rows) and
+    appends its row to the run folder's `distribution.jsonl` as soon as it is done."""
     settings = Sampling(sampling.temperature, sampling.top_p, min(sampling.top_k or RUN_TOP_K, RUN_TOP_K),
                         sampling.seed)
-    pending = {name: decoder for name, decoder in decoders.items() if name not in done}
-    if not pending:
-        return
-    start = informative_prefix(next(iter(pending.values())).runner, prompt_ids, settings)
-    for name, decoder in pending.items():
+    start = informative_prefix(next(iter(decoders.values())).runner, prompt_ids, settings)
+    for name, decoder in decoders.items():
         check = check_distribution(decoder, start, settings, RUN_LENGTH, draws, max_new_tokens=RUN_GENERATED)
         row = {"task": task, "decoder": name, "sample_id": sample_id, "prefix_tokens": len(start) - len(prompt_ids),
-               "tokens": RUN_LENGTH,
-               "sampling": settings.as_dict(), **check.as_dict()}
-        with open(path, "a", encoding="utf-8") as out:
+               "tokens": RUN_LENGTH, "sampling": settings.as_dict(), **check.as_dict()}
+        with open(out_dir / DISTRIBUTION_FILE, "a", encoding="utf-8") as out:
             out.write(json.dumps(row) + "\n")

@@ -58,10 +58,13 @@ class FeatureDraft(torch.nn.Module):
         self.fc = torch.nn.Linear(2 * d, d, dtype=target.dtype, device=target.device)
         self.layer = copy.deepcopy(target.layers[-1])
         self.register_buffer("vocab", None if vocab is None else vocab.to(target.device, torch.long))
+        self._index: torch.Tensor | None = None  # token id → its row in the draft's vocabulary (-100: none)
         head = target.lm_head
         if vocab is not None:  # not a submodule: the rows are the target's, not stored with the draft
             head = torch.nn.Linear(d, len(vocab), bias=False, dtype=target.dtype, device=target.device)
             head.weight = torch.nn.Parameter(target.lm_head.weight.detach()[self.vocab].clone(), requires_grad=False)
+            self._index = torch.full((int(self.vocab.max()) + 1,), -100, dtype=torch.long, device=target.device)
+            self._index[self.vocab] = torch.arange(len(self.vocab), device=target.device)
         self.runner = ModelRunner(_OneLayerShell(target, self.layer, head), target.tokenizer, f"{target.name} draft")
 
     def top_tokens(self, features: torch.Tensor, k: int) -> tuple[list[list[float]], list[list[int]]]:
@@ -71,16 +74,11 @@ class FeatureDraft(torch.nn.Module):
         ids = top.indices if self.vocab is None else self.vocab[top.indices]
         return top.values.tolist(), ids.tolist()
 
-    def training_logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Differentiable logits [n, draft vocabulary] of predicted features [n, d] (eager kernels)."""
-        return self.runner.lm_head(self.runner.final_norm(features)).float()
-
     def vocab_index(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token ids → their index in the draft's vocabulary; -100 (cross-entropy's ignore index) outside it."""
-        if self.vocab is None:
+        if self._index is None:
             return tokens
-        index = torch.full((int(self.vocab.max()) + 1,), -100, dtype=torch.long, device=tokens.device)
-        index[self.vocab] = torch.arange(len(self.vocab), device=tokens.device)
+        index = self._index
         return torch.where(tokens < len(index), index[tokens.clamp(max=len(index) - 1)], -100)
 
     def new_cache(self, max_len: int) -> LayeredKVCache:
@@ -205,7 +203,7 @@ def train_feature_draft(target: ModelRunner, prompts: list[list[int]], max_new_t
         features, embeddings, positions, mask, learnt, target_features, target_tokens = _pack(target, batch)
         out = draft(features, embeddings, draft.new_cache(len(positions)), positions, mask)[0, learnt]
         feature_loss = F.smooth_l1_loss(out.float(), target_features.float())
-        token_loss = F.cross_entropy(draft.training_logits(out), draft.vocab_index(target_tokens))
+        token_loss = F.cross_entropy(draft.runner.logits(out[None]), draft.vocab_index(target_tokens))
         loss = feature_loss + token_weight * token_loss
         optimizer.zero_grad()
         loss.backward()

@@ -63,6 +63,10 @@ class ModelRunner:
         if self._packed is not None:
             self._packed = PackedBF16Stack(self)
 
+    def _packed_for(self, hidden: torch.Tensor) -> bool:
+        """Whether `hidden` runs on the packed path: inference only, since prepacked weights carry no gradients."""
+        return self._packed is not None and not (hidden.requires_grad and torch.is_grad_enabled())
+
     @property
     def exact_chunks(self) -> bool:
         """Whether a chunk's rows come out bit-for-bit as one-position forwards would (the packed bf16 path).
@@ -123,7 +127,7 @@ class ModelRunner:
         (draft models of self-speculative decoding) leave that layer's cache untouched.
         """
         end = self.n_layers if end is None else end
-        if self._packed is not None and not (hidden.requires_grad and torch.is_grad_enabled()):
+        if self._packed_for(hidden):
             return self._packed.run_layers(hidden, cache, start, end, positions, chunk_mask, skip_attention, skip_mlp)
         for i in range(start, end):
             layer = self.layers[i]
@@ -164,7 +168,7 @@ class ModelRunner:
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm and lm head: hidden states [1, q, d] → logits [q, vocab] (float32)."""
-        if self._packed is not None and not (hidden.requires_grad and torch.is_grad_enabled()):
+        if self._packed_for(hidden):
             return self._packed.logits(hidden)
         return self.lm_head(self.norm(hidden))[0].float()
 
