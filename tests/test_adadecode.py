@@ -4,7 +4,7 @@ import random
 import pytest
 import torch
 
-from decoders.adadecode import AdaDecode
+from decoders.adadecode.decoder import AdaDecode
 from decoders.vanilla import Vanilla
 from harness.core.decoding import StopCondition
 from harness.core.errors import HarnessError

@@ -2,7 +2,7 @@
 import json
 
 from decoders.vanilla import Vanilla
-from harness.benchmark import BenchConfig, run_benchmark
+from harness.run.benchmark import BenchConfig, run_benchmark
 from harness.core.decoding import DECODERS, Generation
 from tasks.gsm8k import GSM8K
 

@@ -8,14 +8,14 @@ with `torch.equal` (no tolerance) at every layer, for the hidden states and for 
 import pytest
 import torch
 
-from decoders.adadecode import AdaDecode
-from decoders.eagle import Eagle
+from decoders.adadecode.decoder import AdaDecode
+from decoders.eagle.decoder import Eagle
 from decoders.layerskip import LayerSkip
-from decoders.medusa import Medusa, MedusaHeads
+from decoders.medusa.decoder import Medusa, MedusaHeads
 from decoders.pld import PromptLookup
-from decoders.self_speculative import SelfSpeculative
+from decoders.self_speculative.decoder import SelfSpeculative
 from harness.core.decoding import CACHE_HEADROOM
-from harness.core.feature_draft import FeatureDraft
+from decoders.eagle.draft import FeatureDraft
 from harness.core.heads import ExitHead
 from spec_planting import real_prompts, stop_after, vanilla_tokens
 

@@ -26,7 +26,7 @@ def run_blocked(code: str) -> subprocess.CompletedProcess:
 
 
 def test_the_harness_imports_without_the_optional_packages():
-    out = run_blocked("import harness, harness.benchmark, harness.meta, harness.doctor, harness.training, run\n"
+    out = run_blocked("import harness, harness.run.benchmark, harness.run.meta, harness.measure.doctor, harness.run.training, run\n"
                       "import decoders, tasks\n"
                       "print('imported', sorted(m for m in sys.modules if m.partition('.')[0] in BLOCKED))\n")
     assert out.returncode == 0, out.stderr

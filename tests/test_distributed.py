@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from harness.core.errors import HarnessError
-from harness.distributed import World, merge_results
-from harness.results import ResultStore
+from harness.run.distributed import World, merge_results
+from harness.run.results import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -105,7 +105,7 @@ def test_a_killed_rank_loses_only_its_unfinished_samples(shared_data, single_run
 RANK_SCRIPT = """
 import torch
 from harness.core.errors import HarnessError
-from harness.distributed import World
+from harness.run.distributed import World
 
 def refuse():
     raise HarnessError("refused on rank 0")

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-import harness.doctor as doctor
+import harness.measure.doctor as doctor
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -3,9 +3,9 @@ branch, both caches exact after decoding, the reranked tree closed under parents
 import pytest
 import torch
 
-from decoders.eagle import Eagle
+from decoders.eagle.decoder import Eagle
 from harness.core.errors import HarnessError
-from harness.core.feature_draft import FeatureDraft
+from decoders.eagle.draft import FeatureDraft
 from harness.core.heads import heads_file, load_heads
 from spec_planting import assert_cache_holds_the_full_models_keys, real_prompts, stop_after, vanilla_tokens
 
@@ -145,9 +145,9 @@ def test_bad_settings_and_a_missing_draft_are_clear_errors(runner, tmp_path, mon
 def test_a_bf16_draft_trains_every_weight_and_decodes_with_the_weights_it_was_given(runner_bf16, tmp_path, monkeypatch):
     """On the packed bf16 path the draft's layer runs on packed copies of its weights: training must reach the
     layer (autograd takes the eager path) and a trained or loaded draft must decode with its own weights."""
-    from decoders.eagle import load_draft
+    from decoders.eagle.decoder import load_draft
     from harness.core.heads import save_heads
-    from harness.random_models import CONFIGS, random_runner
+    from harness.core.random_models import CONFIGS, random_runner
 
     monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path))
     tiny = random_runner(CONFIGS["tiny"], torch.bfloat16)
@@ -171,9 +171,9 @@ def test_a_bf16_draft_trains_every_weight_and_decodes_with_the_weights_it_was_gi
 
 
 def test_a_reduced_draft_vocabulary_drafts_only_its_tokens_and_keeps_vanillas_output(tmp_path, monkeypatch):
-    from decoders.eagle import load_draft
+    from decoders.eagle.decoder import load_draft
     from harness.core.decoding import DECODERS, StopCondition
-    from harness.random_models import CONFIGS, random_runner
+    from harness.core.random_models import CONFIGS, random_runner
 
     monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path))
     tiny = random_runner(CONFIGS["tiny"], torch.float32)

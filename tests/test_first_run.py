@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from decoders.adadecode import AdaDecode
+from decoders.adadecode.decoder import AdaDecode
 from harness.core.errors import HarnessError
 from harness.core.heads import read_metadata
-from harness.recommended import (MEASURED, best_lossless_point, recommendation, resolve_settings,
+from harness.run.recommended import (MEASURED, best_lossless_point, recommendation, resolve_settings,
                                  store_recommendation)
-from harness.training import missing_heads, prepare_heads
+from harness.run.training import missing_heads, prepare_heads
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"prompts": 3, "max_new_tokens": 4, "steps": 2, "exit_layers": [24, 28]}

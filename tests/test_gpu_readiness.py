@@ -10,17 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 
-import harness.telemetry as telemetry
-from decoders.adadecode import AdaDecode
-from decoders.self_speculative import SelfSpeculative
+import harness.measure.telemetry as telemetry
+from decoders.adadecode.decoder import AdaDecode
+from decoders.self_speculative.decoder import SelfSpeculative
 from decoders.vanilla import Vanilla
 from harness.core.decoding import StopCondition
 from harness.core.errors import HarnessError
 from harness.core.heads import ExitHead, load_heads
 from harness.core.loading import checkpoint_folder, load_runner
-from harness.core.skip_search import SkipSearch
-from harness.random_models import TINY, random_runner
-from harness.timing import GenerationTimer
+from decoders.self_speculative.skip_search import SkipSearch
+from harness.core.random_models import TINY, random_runner
+from harness.measure.timing import GenerationTimer
 
 PROMPTS = [[5, 6, 7, 8, 9, 10], [11, 12, 13, 14], [20, 21, 22, 23, 24], [30, 31, 32]]
 

@@ -6,8 +6,8 @@ from lm_eval.tasks import TaskManager
 
 from harness.core.errors import HarnessError
 from harness.core.heads import ExitHead
-from harness.lm_eval_backend import FastDecodeLM
-from harness.lm_eval_tasks import render_tasks
+from integrations.lm_eval.backend import FastDecodeLM
+from integrations.lm_eval.tasks import render_tasks
 
 GENERATION_TASK, CHOICE_TASK = "fastdecode_gsm8k", "fastdecode_xsum_choice"
 LIMIT, MAX_GEN_TOKS = 2, 16

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from harness import parity
+from harness.checks import parity
 from spec_planting import real_prompts, vanilla_tokens
 
 NEW_TOKENS = 12

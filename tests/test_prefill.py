@@ -3,11 +3,11 @@ import pytest
 import torch
 
 import decoders  # noqa: F401  (registers the decoders)
-from decoders.medusa import MedusaHeads
+from decoders.medusa.decoder import MedusaHeads
 from harness.core.decoding import DECODERS, StopCondition
-from harness.core.feature_draft import FeatureDraft
+from decoders.eagle.draft import FeatureDraft
 from harness.core.heads import ExitHead
-from harness.random_models import TINY, random_runner
+from harness.core.random_models import TINY, random_runner
 
 PROMPT = list(range(10, 60))  # 50 positions
 SETTINGS = {

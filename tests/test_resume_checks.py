@@ -9,7 +9,7 @@ from report_rows import result_row, write_run
 from reports.run_files import load_run
 from reports.summary import format_summary
 from harness.core.errors import HarnessError
-from harness.meta import environment, write_meta
+from harness.run.meta import environment, write_meta
 from tasks.base import TASKS
 
 

@@ -4,11 +4,11 @@ import json
 import pytest
 import torch
 
-import harness.telemetry as telemetry
+import harness.measure.telemetry as telemetry
 from harness.core.errors import HarnessError
-from harness.parity import compare, parity_rate
-from harness.results import ResultStore
-from harness.timing import GenerationTimer
+from harness.checks.parity import compare, parity_rate
+from harness.run.results import ResultStore
+from harness.measure.timing import GenerationTimer
 from run import parse_settings, parse_value
 
 

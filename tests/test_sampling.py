@@ -7,7 +7,7 @@ from decoders.vanilla import Vanilla
 from harness.core.decoding import Decoder, Generation, StopCondition
 from harness.core.errors import HarnessError
 from harness.core.sampling import Sampler, Sampling, warp
-from harness.random_models import TINY, random_runner
+from harness.core.random_models import TINY, random_runner
 
 
 @pytest.fixture(scope="module")

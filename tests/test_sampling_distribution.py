@@ -1,9 +1,9 @@
 """Under sampling every decoder must draw from vanilla's distribution: a chi-square test of the first 3 tokens.
 
-On a tiny random model (`harness.random_models.TINY`), with top-k 3 (27 continuations) and temperature 0.05 (the
+On a tiny random model (`harness.core.random_models.TINY`), with top-k 3 (27 continuations) and temperature 0.05 (the
 random model's logits are close together; this spreads the top 3 apart), each decoder generates 4 tokens (so the
 first round drafts 2) from 1000 seeded samplers, and Pearson's chi-square test compares the counts of the first 3
-tokens with the exact probabilities computed from the model (`harness.distribution`), and a chi-square test of
+tokens with the exact probabilities computed from the model (`harness.checks.distribution`), and a chi-square test of
 homogeneity compares them with vanilla's counts from 1000 other seeds. At alpha = 0.001 a correct decoder fails each
 check with probability 0.001 (2 % for the 20 checks together); the seeds are fixed, so the outcome is
 reproducible. A planted verifier that accepts a draft with probability sqrt(p) instead of p (accepts too
@@ -12,20 +12,20 @@ often) must fail the same check.
 import pytest
 import torch
 
-from decoders.adadecode import AdaDecode
-from decoders.eagle import Eagle
+from decoders.adadecode.decoder import AdaDecode
+from decoders.eagle.decoder import Eagle
 from decoders.hf_generate import HFGenerate
 from decoders.layerskip import LayerSkip
-from decoders.medusa import Medusa, MedusaHeads
+from decoders.medusa.decoder import Medusa, MedusaHeads
 from decoders.pld import PromptLookup
-from decoders.self_speculative import SelfSpeculative
+from decoders.self_speculative.decoder import SelfSpeculative
 from decoders.vanilla import Vanilla
 from harness.core.decoding import StopCondition
-from harness.core.feature_draft import FeatureDraft
+from decoders.eagle.draft import FeatureDraft
 from harness.core.heads import ExitHead
 from harness.core.sampling import Sampler, Sampling
-from harness.distribution import chi_square, empirical_counts, exact_distribution, two_sample
-from harness.random_models import TINY, random_runner
+from harness.checks.distribution import chi_square, empirical_counts, exact_distribution, two_sample
+from harness.core.random_models import TINY, random_runner
 
 SETTINGS = Sampling(temperature=0.05, top_k=3, seed=0)
 # "5 17 99" is followed by tokens the model finds likely after it, so prompt lookup drafts them (and the model
@@ -146,7 +146,7 @@ def test_a_verifier_that_accepts_too_often_is_caught(tiny, exact, vanilla_counts
 
 
 def test_the_run_check_starts_where_the_next_token_is_least_certain(tiny):
-    from harness.distribution import informative_prefix
+    from harness.checks.distribution import informative_prefix
     from harness.core.sampling import warp
 
     settings = Sampling(temperature=1.0, top_k=3)

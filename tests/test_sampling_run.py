@@ -5,7 +5,7 @@ import json
 import pytest
 
 from harness.core.errors import HarnessError
-from harness.meta import write_meta
+from harness.run.meta import write_meta
 from test_bench_cli import one_line_error, run_cli
 
 NO_MODEL = ("--model", "/nonexistent/model.gguf")  # reached only if the check under test did not fire first

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from decoders.self_speculative import SelfSpeculative
-from harness.core.skip_search import SkipSearch, SkipSet, skip_set_file
+from decoders.self_speculative.decoder import SelfSpeculative
+from decoders.self_speculative.skip_search import SkipSearch, SkipSet, skip_set_file
 from spec_planting import check_planted_round_trip, planted, real_prompts, stop_after, vanilla_tokens
 
 NEW_TOKENS = 16

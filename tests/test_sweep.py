@@ -6,7 +6,7 @@ import pytest
 from report_rows import result_row, write_run
 
 from harness.core.errors import HarnessError
-from harness.sweep import grid_points, sweep_variants
+from harness.run.sweep import grid_points, sweep_variants
 from reports.plots import sweep_plot
 from reports.run_files import load_run
 from reports.sweeps import settings_sweep, write_sweep_csv

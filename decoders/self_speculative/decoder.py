@@ -1,7 +1,7 @@
 """Draft & Verify self-speculative decoding (Zhang et al. 2023): the draft is the model with sub-layers skipped.
 
 The skip set comes from the `skip_attention`/`skip_mlp` settings, or from a greedy search over the model's own
-generations (`harness.core.skip_search`), run once per model and cached in `cache_dir()/skip_sets/`. Drafting
+generations (`decoders.self_speculative.skip_search`), run once per model and cached in `cache_dir()/skip_sets/`. Drafting
 stops after a token whose draft probability falls below a threshold γ that follows the acceptance rate (the
 paper's adaptive draft-exiting): AR ← β·AR + (1−β)·AR_round, then γ ← β·γ + (1−β)·(γ + ε if AR ≤ α else γ − ε).
 The drafted chunk is recomputed by the full model in one verification pass: the draft's keys/values come from a
@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from harness.core.decoding import DECODERS
-from harness.core.skip_search import SkipSet, load_or_search
+from decoders.self_speculative.skip_search import SkipSet, load_or_search
 from harness.core.speculation import DraftVerifyDecoder
 
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from harness.core.loading import EMBEDDED_PACKAGE, cache_dir
-from harness.core.packed_bf16 import packed_path_applies
-from harness.device_info import describe_device
+from harness.core.backends.packed_bf16 import packed_path_applies
+from harness.measure.device_info import describe_device
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 OPTIONAL = {"datasets": "tasks read from the Hugging Face hub (without --data)",
@@ -82,7 +82,7 @@ def gpus() -> list[Check]:
 
 def nvml_matches(device: torch.device, info: dict) -> Check:
     """NVML, found by torch's UUID, must report the same name and memory as torch."""
-    from harness.telemetry import open_nvml
+    from harness.measure.telemetry import open_nvml
 
     handle = open_nvml(device)
     if handle is None:

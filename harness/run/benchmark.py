@@ -2,14 +2,14 @@
 
 Vanilla greedy decoding always runs first on each sample (unless its row is already in the run folder): it is the
 parity reference for the other decoders, and interleaving (vanilla, method, vanilla, method …) makes slow machine
-drift hit all decoders alike. A sweep's points run as variants `DECODER@SETTINGS` (`harness/sweep.py`), each with
+drift hit all decoders alike. A sweep's points run as variants `DECODER@SETTINGS` (`harness/run/sweep.py`), each with
 its own settings, interleaved the same way (vanilla once per sample for all of them). Under sampling (`--temperature`
 above 0) every generation draws from a sampler seeded by the run's seed, the task and the sample id (the same seed
 for every decoder on a sample), token parity, which needs greedy decoding, is not checked, and each task ends with
-the check of every decoder's output distribution that replaces it (`harness/distribution.py`). Decoders are built
+the check of every decoder's output distribution that replaces it (`harness/checks/distribution.py`). Decoders are built
 once per task (`Cls(runner, task=name, **settings)`); `warmup` generations per decoder and task run first and are not
 recorded. An exception in one sample is recorded in that row's `error` and the run goes on. Under torchrun every
-rank runs its own shard of each task's samples (`harness/distributed.py`).
+rank runs its own shard of each task's samples (`harness/run/distributed.py`).
 """
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ from tqdm import tqdm
 from harness.core.decoding import DECODERS, Decoder, StopCondition
 from harness.core.model_runner import ModelRunner
 from harness.core.sampling import Sampling
-from harness.distributed import World, merge_results
-from harness.distribution import checked_decoders, record_run_checks
-from harness.parity import check
-from harness.results import REFERENCE_DECODER, RESULTS_FILE, Key, ResultStore, base_decoder, result_files
-from harness.telemetry import MemoryProbe
-from harness.timing import GenerationTimer
+from harness.run.distributed import World, merge_results
+from harness.checks.distribution import checked_decoders, record_run_checks
+from harness.checks.parity import check
+from harness.run.results import REFERENCE_DECODER, RESULTS_FILE, Key, ResultStore, base_decoder, result_files
+from harness.measure.telemetry import MemoryProbe
+from harness.measure.timing import GenerationTimer
 from tasks.base import Sample, Task
 
 

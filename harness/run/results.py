@@ -1,7 +1,7 @@
 """The run folder's result files: one JSON line per (decoder, task, sample), appended and flushed as produced.
 
 A single process writes `results.jsonl`; under torchrun each rank writes `results.rank<R>.jsonl`, which rank 0
-merges into `results.jsonl` at the end (`harness/distributed.py`). Opening a store resumes: the finished rows of
+merges into `results.jsonl` at the end (`harness/run/distributed.py`). Opening a store resumes: the finished rows of
 every result file in the folder are loaded (a row counts as finished even when it records an error), so a rank
 skips what any earlier run did, whatever its world size. A last line cut short by a kill is dropped (and cut
 from the store's own file) before new rows are appended, so a rerun neither duplicates nor loses rows.

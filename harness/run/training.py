@@ -19,8 +19,8 @@ from harness.core.decoding import DECODERS
 from harness.core.errors import HarnessError
 from harness.core.heads import HeadsNeed
 from harness.core.model_runner import ModelRunner
-from harness.recommended import MEASURED
-from harness.results import base_decoder
+from harness.run.recommended import MEASURED
+from harness.run.results import base_decoder
 from tasks.base import Task, build_task, encode_prompt
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from harness.device_info import nvml_ids
+from harness.measure.device_info import nvml_ids
 
 _nvml_notice_shown = False
 

@@ -18,10 +18,10 @@ from typing import Any
 import torch
 import transformers
 
-from harness.bandwidth import bandwidth_floor
+from harness.measure.bandwidth import bandwidth_floor
 from harness.core.errors import HarnessError
 from harness.core.model_runner import ModelRunner
-from harness.device_info import describe_device
+from harness.measure.device_info import describe_device
 
 META_FILE = "meta.json"
 FIXED_KEYS = ("model", "dtype", "device", "max_new_tokens", "sampling")
@@ -34,7 +34,7 @@ def device_name(device: torch.device) -> str:
 
 
 def git_commit() -> str | None:
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True, check=True)

@@ -1,6 +1,6 @@
 """A settings sweep: one decoder under every point of a grid of settings, all points in one benchmark run.
 
-Each point is a decoder variant `DECODER@KEY=VALUE,...` (`harness.results.variant_name`) with its own settings, so
+Each point is a decoder variant `DECODER@KEY=VALUE,...` (`harness.run.results.variant_name`) with its own settings, so
 the runner interleaves vanilla and every point on each sample: vanilla runs once per sample, and all points are
 timed side by side with it on the same prompts.
 """
@@ -10,7 +10,7 @@ import itertools
 from typing import Any
 
 from harness.core.errors import HarnessError
-from harness.results import variant_name
+from harness.run.results import variant_name
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:

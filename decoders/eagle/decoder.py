@@ -1,6 +1,6 @@
 """EAGLE-2 (Li et al. 2024): a feature-level draft grows a dynamic tree, the model verifies it in one forward.
 
-The draft (`harness.core.feature_draft.FeatureDraft`, trained per model and task) runs one layer over the model's
+The draft (`decoders.eagle.draft.FeatureDraft`, trained per model and task) runs one layer over the model's
 last-layer features and the next tokens' embeddings, so it keeps its own one-layer KV cache in step with the
 model's. Each round, from the pending token (the root):
 - depth 1: the draft's top-`top_k` tokens after the root, scored by their log-probability;
@@ -26,7 +26,7 @@ import torch
 
 from harness.core.decoding import CACHE_HEADROOM, DECODERS, Decoder, Generation, TokenSink, greedy
 from harness.core.errors import HarnessError
-from harness.core.feature_draft import FeatureDraft, train_feature_draft
+from decoders.eagle.draft import FeatureDraft, train_feature_draft
 from harness.core.heads import HeadsNeed, heads_file, load_heads, save_heads
 from harness.core.model_runner import ModelRunner
 from harness.core.speculation import SpeculationStats

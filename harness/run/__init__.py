@@ -1,0 +1,1 @@
+"""The benchmark runner: the run pipeline, the loop, results, resume, training of missing heads, sweeps."""

@@ -1,0 +1,1 @@
+"""The harness inside other tools."""

@@ -1,0 +1,1 @@
+"""lm-evaluation-harness: the `fastdecode` model backend and task templates for local data."""
