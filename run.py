@@ -62,7 +62,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def sampling_settings(args: argparse.Namespace, decoder_names: list[str]) -> Sampling:
     """The run's `Sampling`; under sampling, a decoder that decodes greedily only is refused before the model loads."""
     from harness.core.decoding import DECODERS
-    from harness.run.results import base_decoder
+    from harness.schema import base_decoder
 
     sampling = Sampling(args.temperature, args.top_p, args.top_k, args.seed)
     greedy_only = [n for n in decoder_names if not DECODERS.get(base_decoder(n)).samples]
@@ -152,9 +152,10 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
     `decoder_names` may be sweep variants (`DECODER@SETTINGS`), `settings` is keyed by the same names."""
     import decoders  # noqa: F401  (registers the decoders)
     import tasks  # noqa: F401  (registers the tasks)
-    from harness.run.benchmark import BenchConfig, decoder_order, run_benchmark
+    from harness.run.benchmark import BenchConfig, run_benchmark
+    from harness.schema import decoder_order
     from harness.core.decoding import DECODERS, check_settings
-    from harness.run.results import base_decoder
+    from harness.schema import base_decoder
     from harness.core.loading import load_runner, resolve_device
     from harness.run.distributed import World
     from harness.run.meta import command_line, device_name, environment, write_meta

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from reports.run_files import REFERENCE, column, decoder_order, list_column
+from harness.schema import PARITY_CLASSES, REFERENCE_DECODER
+from reports.run_files import column, display_order, list_column
 
 SPEEDUP_MEDIAN = "speedup (median of ratios)"
 SPEEDUP_TOTALS = "speedup (ratio of totals)"
 HEADLINE_QUALITY = ("rougeL", "pass@1", "exact_match")
 STAT_COUNTERS = ("steps", "drafted", "accepted")  # shown pooled as acceptance, not averaged
 MIB = 2 ** 20
-PARITY_CLASSES = ("exact", "near_tie", "mismatch")  # the runner's `parity.class`; near-ties are not failures
 
 
 def finished(rows: pd.DataFrame) -> pd.DataFrame:
@@ -43,8 +43,8 @@ def paired_speedups(rows: pd.DataFrame) -> pd.DataFrame:
                                  new_tokens=lambda r: column(r, "new_tokens"),
                                  total_s=lambda r: column(r, "total_s"))
     keep = ["task", "sample_id", "tokens_per_s", "new_tokens", "total_s"]
-    reference = done[done["decoder"] == REFERENCE][keep]
-    others = done[done["decoder"] != REFERENCE][["decoder", *keep]]
+    reference = done[done["decoder"] == REFERENCE_DECODER][keep]
+    others = done[done["decoder"] != REFERENCE_DECODER][["decoder", *keep]]
     pairs = others.merge(reference, on=["task", "sample_id"], suffixes=("", "_ref"))
     return pairs.assign(speedup=pairs["tokens_per_s"] / pairs["tokens_per_s_ref"])
 
@@ -117,10 +117,10 @@ def summarize(rows: pd.DataFrame) -> pd.DataFrame:
         at = table.columns.get_loc("tok/s IQR") + 1
         table = pd.concat([table.iloc[:, :at], table.join(speedups)[speedups.columns], table.iloc[:, at:]], axis=1)
     for m in quality:  # each metric beside the reference's on the same task
-        reference = table[m].xs(REFERENCE, level="decoder") if REFERENCE in table.index.get_level_values(1) else None
+        reference = table[m].xs(REFERENCE_DECODER, level="decoder") if REFERENCE_DECODER in table.index.get_level_values(1) else None
         position = table.columns.get_loc(m) + 1
         values = table.index.get_level_values("task").map(reference) if reference is not None else float("nan")
-        table.insert(position, f"{m} ({REFERENCE})", values)
+        table.insert(position, f"{m} ({REFERENCE_DECODER})", values)
     order = [(task, d) for task in sorted(table.index.unique("task"))
-             for d in decoder_order(table.xs(task, level="task").index)]
+             for d in display_order(table.xs(task, level="task").index)]
     return table.loc[order]

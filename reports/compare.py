@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from harness.core.errors import HarnessError
 import pandas as pd
 
+from harness.schema import REFERENCE_DECODER
 from reports.aggregate import SPEEDUP_MEDIAN, quality_metrics, summarize
-from reports.run_files import REFERENCE, Run
+from reports.run_files import Run
 
 
 PARITY_OK = "parity ok rate"  # share of checked samples without a mismatch: exact and near-tie both pass
@@ -79,13 +80,13 @@ def regressions_of(before: pd.DataFrame, after: pd.DataFrame, quality: list[str]
             found.append(Regression(task, decoder, "samples", before.at[key, "samples"], 0, "missing in candidate"))
             continue
         old, new = before.loc[key], after.loc[key]
-        speeds = ["tok/s median"] + ([SPEEDUP_MEDIAN] if decoder != REFERENCE else [])
+        speeds = ["tok/s median"] + ([SPEEDUP_MEDIAN] if decoder != REFERENCE_DECODER else [])
         for metric in speeds:
             if metric in old and metric in new and new[metric] < old[metric] * (1 - limits.max_slowdown):
                 found.append(Regression(task, decoder, metric, old[metric], new[metric],
                                         f"{new[metric] / old[metric] - 1:+.1%}, limit -{limits.max_slowdown:.1%}"))
         old_ok, new_ok = old.get(PARITY_OK, math.nan), new.get(PARITY_OK, math.nan)
-        if decoder != REFERENCE and not (math.isnan(old_ok) and math.isnan(new_ok)) and not new_ok >= limits.min_parity:
+        if decoder != REFERENCE_DECODER and not (math.isnan(old_ok) and math.isnan(new_ok)) and not new_ok >= limits.min_parity:
             found.append(Regression(task, decoder, PARITY_OK_LABEL, old_ok, new_ok, f"minimum {limits.min_parity:g}; "
                                     f"{int(new.get('parity mismatch', 0))} mismatch(es)"))
         for metric in quality:

@@ -13,7 +13,7 @@ import pandas as pd  # noqa: E402
 
 from reports.aggregate import (SPEEDUP_MEDIAN, SPEEDUP_TOTALS, finished, paired_speedups, parity_classes,  # noqa: E402
                                speedup_summary)
-from reports.run_files import column, decoder_order, list_column  # noqa: E402
+from reports.run_files import column, display_order, list_column  # noqa: E402
 from reports.sweeps import METRICS, setting_columns  # noqa: E402
 
 MIB = 2 ** 20
@@ -85,7 +85,7 @@ def per_task_boxes(rows: pd.DataFrame, values: pd.Series, ylabel: str, title: st
     fig, axes = per_task_axes(tasks)
     for ax, task in zip(axes, tasks):
         part = data[data["task"] == task]
-        decoders = decoder_order(part["decoder"])
+        decoders = display_order(part["decoder"])
         samples = [part.loc[part["decoder"] == d, "value"] for d in decoders]
         ax.boxplot(samples, tick_labels=[d.replace("@", "\n@").replace(",", ",\n") for d in decoders])
         for i, s in enumerate(samples, 1):
@@ -114,7 +114,7 @@ def per_decoder_histograms(rows: pd.DataFrame, stat: str, xlabel: str, title: st
     values = values[values["values"].map(len) > 0]
     if values.empty:
         return None
-    decoders = decoder_order(values["decoder"])
+    decoders = display_order(values["decoder"])
     fig, axes = plt.subplots(1, len(decoders), figsize=(5.0 * len(decoders), 3.6), squeeze=False)
     for ax, decoder in zip(axes[0], decoders):
         part = values[values["decoder"] == decoder]
@@ -146,7 +146,7 @@ def memory_over_time(rows: pd.DataFrame) -> bytes | None:
     samples = samples[samples["samples"].map(len) > 0]
     if samples.empty:
         return None
-    decoders = decoder_order(samples["decoder"])
+    decoders = display_order(samples["decoder"])
     fig, axes = plt.subplots(1, len(decoders), figsize=(5.0 * len(decoders), 3.6), squeeze=False, sharey=True)
     for ax, decoder in zip(axes[0], decoders):
         for _, row in samples[samples["decoder"] == decoder].iterrows():

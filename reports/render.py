@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.schema import REFERENCE_DECODER
 from reports.aggregate import SPEEDUP_MEDIAN, SPEEDUP_TOTALS, quality_metrics, summarize
 from reports.plots import all_figures
-from reports.run_files import REFERENCE, Run, load_run
+from reports.run_files import Run, load_run
 from reports.spec_bench import category_tables
 from reports.sweeps import settings_sweep
 from reports.verdict import FAILURE, Warning, invalid, verdict, warnings
@@ -93,7 +94,7 @@ def verdict_cells(table: pd.DataFrame, task: str, mark_invalid) -> pd.DataFrame:
     bad = invalid(table)
     records = []
     for decoder, r in table.xs(task, level="task").iterrows():
-        reference = decoder == REFERENCE
+        reference = decoder == REFERENCE_DECODER
         speed = "reference" if reference else _interval(r["speed-up"], r["speed-up low"], r["speed-up high"])
         totals = "" if reference else cell(r["ratio of totals"])
         if (task, decoder) in bad:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 
 from harness.core.errors import HarnessError
+from harness.schema import DISTRIBUTION_FILE, META_FILE, RESULTS_FILE, decoder_order
 
-REFERENCE = "vanilla"  # the decoder every other one is compared with
 
 
 @dataclass
@@ -24,10 +24,10 @@ class Run:
 def load_run(path: str | Path) -> Run:
     """Loads a run folder; the last row wins when a resumed run wrote a (decoder, task, sample) twice."""
     path = Path(path)
-    results = path / "results.jsonl"
+    results = path / RESULTS_FILE
     if not results.is_file():
         raise HarnessError(f"{results} not found; pass a run folder written by `python run.py --out DIR ...`")
-    meta_file = path / "meta.json"
+    meta_file = path / META_FILE
     meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
     lines = [line for line in results.read_text(encoding="utf-8").splitlines() if line.strip()]
     records = []
@@ -44,7 +44,7 @@ def load_run(path: str | Path) -> Run:
         if key not in rows:
             raise HarnessError(f"{results} rows lack '{key}'; it is not a results file of this harness")
     rows = rows.drop_duplicates(["decoder", "task", "sample_id"], keep="last").reset_index(drop=True)
-    checks = path / "distribution.jsonl"
+    checks = path / DISTRIBUTION_FILE
     distribution = pd.DataFrame([json.loads(line) for line in checks.read_text(encoding="utf-8").splitlines()
                                  if line.strip()]) if checks.is_file() else pd.DataFrame()
     return Run(path, meta, rows, distribution)
@@ -64,6 +64,7 @@ def list_column(rows: pd.DataFrame, name: str) -> pd.Series:
     return rows[name].map(lambda v: list(v) if isinstance(v, (list, tuple)) else [])
 
 
-def decoder_order(names) -> list[str]:
-    """Decoder names with the reference first, then alphabetical."""
-    return sorted(set(names), key=lambda name: (name != REFERENCE, name))
+def display_order(names) -> list[str]:
+    """The decoders present, as reports list them: the reference first, then alphabetical."""
+    present = set(names)
+    return [name for name in decoder_order(sorted(present)) if name in present]

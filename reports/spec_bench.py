@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from reports.aggregate import finished, paired_speedups
-from reports.run_files import column, decoder_order
+from reports.run_files import column, display_order
 
 MT_BENCH = frozenset({"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"})
 CATEGORY_ORDER = ("mt_bench", "translation", "summarization", "qa", "math_reasoning", "rag")
@@ -36,7 +36,7 @@ def category_table(rows: pd.DataFrame) -> pd.DataFrame:
     pairs = paired_speedups(rows).merge(sample_category, on=["task", "sample_id"])
     done = finished(rows).assign(new_tokens=lambda r: column(r, "new_tokens"), steps=lambda r: column(r, "stats.steps"))
     done = done[done["steps"] > 0]
-    decoders = decoder_order(rows["decoder"])
+    decoders = display_order(rows["decoder"])
     table = {}
     for decoder in decoders:
         speed = pairs[pairs["decoder"] == decoder]

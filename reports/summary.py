@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from reports.run_files import REFERENCE
+
+from harness.schema import REFERENCE_DECODER
 from reports.verdict import verdict, warnings
 
 
@@ -15,7 +16,7 @@ def format_summary(rows: pd.DataFrame, meta: dict | None = None, distribution: p
     for (task, decoder), r in table.iterrows():
         speed = "n/a" if r["tok/s median"] != r["tok/s median"] else f"{r['tok/s median']:.2f}"
         parts = [f"{decoder} on {task}: {speed} tokens/s (median)"]
-        if decoder != REFERENCE and r["paired"] > 0:
+        if decoder != REFERENCE_DECODER and r["paired"] > 0:
             interval = (f", 95% CI {r['speed-up low']:.2f}-{r['speed-up high']:.2f}"
                         if r["speed-up low"] == r["speed-up low"] else "")
             parts.append(f"speed-up {r['speed-up']:.2f}x (median of {int(r['paired'])} per-sample ratios{interval}), "

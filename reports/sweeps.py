@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from harness.schema import REFERENCE_DECODER
 from reports.aggregate import SPEEDUP_MEDIAN, SPEEDUP_TOTALS, summarize
-from reports.run_files import REFERENCE, Run, load_run
+from reports.run_files import Run, load_run
 
 VARIANT_MARK = "@"  # the runner's separator between a decoder and a sweep point's settings
 SWEEP_FILE = "sweep.csv"
@@ -31,7 +32,7 @@ def settings_sweep(runs: list[Run]) -> pd.DataFrame:
         settings = run.meta.get("decoder_settings") or {}
         used = run.meta.get("settings_used") or {}
         for (task, variant), row in summarize(run.rows).iterrows():
-            if variant == REFERENCE:
+            if variant == REFERENCE_DECODER:
                 continue
             point = used.get(task, {}).get(variant, {}).get("settings", settings.get(variant) or {})
             records.append({"run": run.path.name, "task": task, "decoder": variant.partition(VARIANT_MARK)[0],

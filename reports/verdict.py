@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from reports.aggregate import PARITY_CLASSES, finished, paired_speedups, parity_classes, quality_metrics
-from reports.run_files import REFERENCE, column, decoder_order
+from harness.schema import PARITY_CLASSES, REFERENCE_DECODER
+from reports.aggregate import finished, paired_speedups, parity_classes, quality_metrics
+from reports.run_files import column, display_order
 
 MIN_SAMPLES = 20  # fewer paired samples than this never make a firm figure
 MAX_HALF_WIDTH = 0.05  # nor does an interval wider than ±5 % of the median speed-up
@@ -75,8 +76,8 @@ def _quality_differences(rows: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Per (task, decoder other than vanilla, sample): the decoder's quality minus vanilla's on the same sample."""
     done = finished(rows).assign(value=lambda r: column(r, f"quality.{metric}"))[["task", "decoder", "sample_id",
                                                                                    "value"]]
-    reference = done[done["decoder"] == REFERENCE].drop(columns="decoder")
-    pairs = done[done["decoder"] != REFERENCE].merge(reference, on=["task", "sample_id"], suffixes=("", "_ref"))
+    reference = done[done["decoder"] == REFERENCE_DECODER].drop(columns="decoder")
+    pairs = done[done["decoder"] != REFERENCE_DECODER].merge(reference, on=["task", "sample_id"], suffixes=("", "_ref"))
     return pairs.assign(difference=pairs["value"] - pairs["value_ref"]).dropna(subset=["difference"])
 
 
@@ -98,7 +99,7 @@ def verdict(rows: pd.DataFrame, distribution: pd.DataFrame | None = None) -> pd.
         ratios = pairs.loc[(pairs["task"] == task) & (pairs["decoder"] == decoder)]
         record = {"samples": len(group), "errors": len(group) - len(done),
                   "tok/s median": column(done, "tokens_per_s").median(), "paired": len(ratios)}
-        if decoder != REFERENCE:
+        if decoder != REFERENCE_DECODER:
             median = ratios["speedup"].median()
             low, high = bootstrap_interval(ratios["speedup"])
             timed = ratios.sum(numeric_only=True)
@@ -112,7 +113,7 @@ def verdict(rows: pd.DataFrame, distribution: pd.DataFrame | None = None) -> pd.
         if metric:
             record.update({"quality metric": metric, "quality": column(done, f"quality.{metric}").mean()})
             mine = differences[task][differences[task]["decoder"] == decoder]
-            if decoder != REFERENCE and len(mine):
+            if decoder != REFERENCE_DECODER and len(mine):
                 low, high = bootstrap_interval(mine["difference"], np.mean)
                 record.update({"quality difference": mine["difference"].mean(), "quality difference low": low,
                                "quality difference high": high})
@@ -130,7 +131,7 @@ def verdict(rows: pd.DataFrame, distribution: pd.DataFrame | None = None) -> pd.
     table = pd.DataFrame.from_dict(records, orient="index")
     table.index.names = ["task", "decoder"]
     order = [(task, d) for task in sorted(table.index.unique("task"))
-             for d in decoder_order(table.xs(task, level="task").index)]
+             for d in display_order(table.xs(task, level="task").index)]
     return table.loc[order]
 
 
@@ -181,7 +182,7 @@ def warnings(rows: pd.DataFrame, table: pd.DataFrame, meta: dict | None = None) 
     for (task, decoder), r in table.iterrows():
         if sampled:
             found += _distribution_warnings(task, decoder, r)
-        if decoder != REFERENCE and r.get("mismatch", 0) > 0:
+        if decoder != REFERENCE_DECODER and r.get("mismatch", 0) > 0:
             at = ", ".join(map(str, r["first divergences"][:5]))
             found.append(Warning(FAILURE, f"PARITY MISMATCH: {decoder} on {task}: {int(r['mismatch'])} of "
                                           f"{int(r['exact'] + r['near_tie'] + r['mismatch'])} samples differ from "
@@ -193,12 +194,12 @@ def warnings(rows: pd.DataFrame, table: pd.DataFrame, meta: dict | None = None) 
                                           f"samples failed (first: {first.iloc[0] if len(first) else '?'})"))
     few = []
     for (task, decoder), r in table.iterrows():
-        if decoder != REFERENCE and r.get("near_tie", 0) > 0:
+        if decoder != REFERENCE_DECODER and r.get("near_tie", 0) > 0:
             found.append(Warning(NOTE, f"near-tie: {decoder} on {task}: {int(r['near_tie'])} samples diverge from "
                                        f"vanilla only where vanilla's top two tokens were a near-tie (numerical "
                                        f"noise, not a decoder bug)"))
         needed = r.get("samples needed")
-        if decoder != REFERENCE and needed == needed and needed is not None:
+        if decoder != REFERENCE_DECODER and needed == needed and needed is not None:
             interval = (f"95 % CI {r['speed-up low']:.3f}–{r['speed-up high']:.3f}"
                         if r["speed-up low"] == r["speed-up low"] else "no interval")
             few.append(f"{decoder} on {task}: {r['speed-up']:.3f} from {int(r['paired'])} samples ({interval}), "

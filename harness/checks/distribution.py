@@ -28,9 +28,9 @@ from scipy.stats import chi2_contingency, chisquare
 from harness.core.decoding import Decoder, StopCondition
 from harness.core.model_runner import ModelRunner
 from harness.core.sampling import Sampler, Sampling, warp
+from harness.schema import DISTRIBUTION_FILE
 
 MIN_EXPECTED = 5.0
-DISTRIBUTION_FILE = "distribution.jsonl"
 RUN_HORIZON = 32  # greedy tokens searched for the most uncertain position to check from
 RUN_TOP_K, RUN_LENGTH, RUN_GENERATED = 3, 2, 4  # a run's check: 9 continuations; 4 tokens so that drafts reach past
 

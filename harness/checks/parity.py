@@ -20,9 +20,9 @@ from typing import Any, Iterable
 import torch
 
 from harness.core.model_runner import ModelRunner
+from harness.schema import PARITY_CLASSES
 
 NEAR_TIE_MARGIN = {torch.float32: 1e-3, torch.bfloat16: 1.5, torch.float16: 0.2}
-CLASSES = ("exact", "near_tie", "mismatch")
 
 
 def compare(reference: list[int], tokens: list[int]) -> dict[str, Any]:
@@ -81,7 +81,7 @@ def parity_class(parity: dict[str, Any]) -> str:
 
 def parity_counts(rows: Iterable[dict]) -> dict[str, int]:
     """How many checked rows are exact, near ties and mismatches."""
-    counts = dict.fromkeys(CLASSES, 0)
+    counts = dict.fromkeys(PARITY_CLASSES, 0)
     for row in rows:
         if row.get("parity"):
             counts[parity_class(row["parity"])] += 1

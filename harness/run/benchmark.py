@@ -26,7 +26,8 @@ from harness.core.sampling import Sampling
 from harness.run.distributed import World, merge_results
 from harness.checks.distribution import checked_decoders, record_run_checks
 from harness.checks.parity import check
-from harness.run.results import REFERENCE_DECODER, RESULTS_FILE, Key, ResultStore, base_decoder, result_files
+from harness.run.results import Key, ResultStore, result_files
+from harness.schema import REFERENCE_DECODER, RESULTS_FILE, base_decoder, decoder_order
 from harness.measure.telemetry import MemoryProbe
 from harness.measure.timing import GenerationTimer
 from tasks.base import Sample, Task
@@ -95,10 +96,6 @@ class Throughput:
             total[0] += row["new_tokens"]
             total[1] += row["total_s"]
         return {name: f"{tokens / seconds:.1f} tok/s" for name, (tokens, seconds) in self.totals.items() if seconds}
-
-
-def decoder_order(names: list[str]) -> list[str]:
-    return [REFERENCE_DECODER] + [n for n in names if n != REFERENCE_DECODER]
 
 
 def run_task(runner: ModelRunner, store: ResultStore, measurer: Measurer, names: list[str], task: Task,

@@ -18,7 +18,8 @@ import torch
 import torch.distributed as dist
 
 from harness.core.errors import HarnessError
-from harness.run.results import RESULTS_FILE, Key, read_rows, result_files, row_key, write_rows
+from harness.run.results import Key, read_rows, result_files, row_key, write_rows
+from harness.schema import RESULTS_FILE
 
 # Ranks reach the final barrier at different times (their shards take different times); a rank that dies makes
 # torchrun stop the others, so the barrier need not time out early.

@@ -22,8 +22,8 @@ from harness.measure.bandwidth import bandwidth_floor
 from harness.core.errors import HarnessError
 from harness.core.model_runner import ModelRunner
 from harness.measure.device_info import describe_device
+from harness.schema import META_FILE
 
-META_FILE = "meta.json"
 FIXED_KEYS = ("model", "dtype", "device", "max_new_tokens", "sampling")
 GREEDY = {"greedy": True}
 

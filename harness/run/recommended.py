@@ -14,7 +14,7 @@ from typing import Any
 from harness.core.decoding import DECODERS
 from harness.core.errors import HarnessError
 from harness.core.heads import read_metadata, update_metadata
-from harness.run.results import base_decoder
+from harness.schema import base_decoder
 
 # Measured best settings per (model, decoder): the README's AdaDecode section (updated when re-measured).
 MEASURED: dict[tuple[str, str], dict[str, Any]] = {

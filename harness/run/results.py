@@ -13,22 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-RESULTS_FILE = "results.jsonl"
-RANK_FILE_PATTERN = "results.rank*.jsonl"
-REFERENCE_DECODER = "vanilla"
-VARIANT_MARK = "@"  # `layerskip@exit_layer=12,speculations=2`: one decoder under one point of a sweep
+from harness.schema import RANK_FILE_PATTERN, REFERENCE_DECODER, RESULTS_FILE
 
 Key = tuple[str, str, str]
-
-
-def variant_name(decoder: str, point: dict[str, Any]) -> str:
-    """The `decoder` of a sweep point's rows (its settings are in `meta.json` under `decoder_settings`)."""
-    return decoder + VARIANT_MARK + ",".join(f"{key}={value}" for key, value in point.items())
-
-
-def base_decoder(name: str) -> str:
-    """The registered decoder a row's `decoder` names (a sweep variant's name without its settings)."""
-    return name.partition(VARIANT_MARK)[0]
 
 
 def row_key(row: dict[str, Any]) -> Key:

@@ -10,7 +10,7 @@ import itertools
 from typing import Any
 
 from harness.core.errors import HarnessError
-from harness.run.results import variant_name
+from harness.schema import variant_name
 
 
 def grid_points(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:

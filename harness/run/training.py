@@ -20,7 +20,7 @@ from harness.core.errors import HarnessError
 from harness.core.heads import HeadsNeed
 from harness.core.model_runner import ModelRunner
 from harness.run.recommended import MEASURED
-from harness.run.results import base_decoder
+from harness.schema import base_decoder
 from tasks.base import Task, build_task, encode_prompt
 
 
