@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -17,13 +18,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 
 from harness.core.errors import HarnessError
 from harness.core.sampling import Sampling
 
 
-SEED = 0
+def add_model_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The model, where it runs and the local data: shared by runs, sweeps and `train-heads`."""
+    p.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a hub id, a folder or a .gguf")
+    p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a CPU with bf16 hardware, else float32), "
+                   "float32, bfloat16 or float16")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--data", default=None, help="local data: a folder with <task>/test.jsonl, or a file")
+    return p
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -32,11 +39,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="comma-separated task names; TASK:SUBSET runs one subset (spec_bench:summarization)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples of each task")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override each task's generation budget")
-    p.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a hub id, a folder or a .gguf")
-    p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a CPU with bf16 hardware, else float32), "
-                   "float32, bfloat16 or float16")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--data", default=None, help="local data: a folder with <task>/test.jsonl, or a file")
+    add_model_arguments(p)
     p.add_argument("--train-rows", type=int, default=None,
                    help="leading rows of each task reserved for training heads, never scored (default: the task's)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>); an existing one is resumed")
@@ -72,6 +75,16 @@ def sampling_settings(args: argparse.Namespace, decoder_names: list[str]) -> Sam
                            f"drop {'it' if len(greedy_only) == 1 else 'them'} from --decoders or use "
                            f"--temperature 0 (decoders that sample: {samplers})")
     return sampling
+
+
+def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: dict[str, dict],
+                 extra_meta: dict) -> tuple[int, Path | None]:
+    """`harness.run.pipeline.run_decoders` with the run's options and sampling settings read from `args`."""
+    from harness.run.pipeline import RunOptions, run_decoders as run
+
+    sampling = sampling_settings(args, decoder_names)
+    options = RunOptions(**{f.name: getattr(args, f.name) for f in dataclasses.fields(RunOptions)})
+    return run(options, sampling, decoder_names, settings, extra_meta)
 
 
 def bench_parser() -> argparse.ArgumentParser:
@@ -142,101 +155,6 @@ def check_counts(args: argparse.Namespace) -> None:
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise HarnessError(f"--max-new-tokens must be 1 or more, got {args.max_new_tokens} "
                            "(leave it out for each task's own budget)")
-
-
-def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: dict[str, dict],
-                 extra_meta: dict) -> tuple[int, Path | None]:
-    """Runs (or resumes) the decoders beside vanilla into the run folder and prints the summary: (exit code, folder).
-    Under torchrun, ranks other than 0 get no folder: rank 0 alone merges, summarizes and reports.
-
-    `decoder_names` may be sweep variants (`DECODER@SETTINGS`), `settings` is keyed by the same names."""
-    import decoders  # noqa: F401  (registers the decoders)
-    import tasks  # noqa: F401  (registers the tasks)
-    from harness.run.benchmark import BenchConfig, run_benchmark
-    from harness.schema import decoder_order
-    from harness.core.decoding import DECODERS, check_settings
-    from harness.schema import base_decoder
-    from harness.core.loading import load_runner, resolve_device
-    from harness.run.distributed import World
-    from harness.run.meta import command_line, device_name, environment, write_meta
-    from harness.run.recommended import resolve_settings
-    from harness.run.training import prepare_heads
-    from reports.run_files import load_run
-    from reports.summary import format_summary
-    from tasks.base import build_task, parse_task_list
-
-    settings = {name: check_settings(DECODERS.get(base_decoder(name)), name, values)
-                for name, values in settings.items()}  # a typo or a bad value fails before the model loads
-    sampling = sampling_settings(args, decoder_names)
-    world = World.from_env()  # rank 0 of 1, or this process's rank under torchrun
-    device = world.device(resolve_device(args.device))  # a bad --device fails before any data is read
-    chosen_tasks = [build_task(spec, args.data, args.train_rows) for spec in parse_task_list(args.tasks)]
-    for task in chosen_tasks:
-        task.samples(args.limit)  # a missing data file or an unreachable hub fails before the model loads
-        if not task.split_counts()[1]:
-            raise HarnessError(f"{task.name}: all {len(task.rows())} rows of {task.local_path() or task.source} are "
-                               f"reserved for training heads (the first {task.train_rows}), none is scored; pass "
-                               f"--train-rows N below {len(task.rows())} (e.g. --train-rows 0)")
-        if world.rank == 0:
-            print(task.split_line(), file=sys.stderr)
-    torch.manual_seed(SEED)
-    runner = load_runner(args.model, args.dtype, str(device), max_context=lambda tokenizer: longest_sequence(
-        chosen_tasks, tokenizer, args.limit, args.max_new_tokens))
-    names = decoder_order(decoder_names)
-    task_names = [t.name for t in chosen_tasks]
-    explicit = {n: settings.get(n, {}) for n in names}
-    refuse = ("--no-train: leave it out to train them now" if args.no_train else
-              "under torchrun: train them first in one process" if world.distributed else None)
-    trained = prepare_heads(runner, explicit, task_names, args.data, refuse)
-    settings_used = resolve_settings(runner.name, explicit, task_names)
-    world.start(device)
-    try:
-        out = Path(world.on_rank0(lambda: args.out or str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))))
-        out.mkdir(parents=True, exist_ok=True)
-        meta = {**environment(runner), "world_size": world.world_size,
-                "device_names": world.gather(device_name(device)), "max_new_tokens": args.max_new_tokens,
-                "limit": args.limit, "split": "test", "seed": SEED, "sampling": sampling.as_dict(),
-                "warmup": args.warmup,
-                "telemetry": not args.no_telemetry, "decoders": names,
-                # per decoder: whether its output equals vanilla's bit for bit by construction on this runner
-                "bit_exact": {n: runner.exact_chunks and DECODERS.get(base_decoder(n)).exact_on_runner for n in names},
-                "decoder_settings": explicit, "settings_used": settings_used,
-                "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()],
-                **({"trained_heads": trained} if trained else {}), **extra_meta}
-        world.on_rank0(lambda: write_meta(out, meta))
-        config = BenchConfig(out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens, warmup=args.warmup,
-                             telemetry=not args.no_telemetry, decoder_settings=settings, world=world, sampling=sampling,
-                             distribution_draws=args.distribution_draws,
-                             task_settings={task: {n: used["settings"] for n, used in by_name.items()}
-                                            for task, by_name in settings_used.items()})
-        try:
-            rows = run_benchmark(runner, decoder_names, chosen_tasks, config)
-        except KeyboardInterrupt:
-            print(f"interrupted: the rows written so far are in {out / world.results_file}; rerun the same command "
-                  f"to resume", file=sys.stderr)
-            return 130, out
-    finally:
-        world.stop()
-    if rows is None:  # ranks other than 0: rank 0 merged, summarizes and reports
-        return 0, None
-    print(f"results: {out / 'results.jsonl'}")
-    run = load_run(out)
-    print(format_summary(run.rows[run.rows["task"].isin(task_names) & run.rows["decoder"].isin(names)], run.meta,
-                         run.distribution))
-    if trained:
-        print("trained heads this run (cached for later runs): " + "; ".join(
-            f"{t['kind']} for {t['task']} in {t['seconds'] / 60:.1f} min" for t in trained) +
-            f"; {sum(t['seconds'] for t in trained) / 60:.1f} min in all")
-    return 0, out
-
-
-def longest_sequence(chosen_tasks: list, tokenizer, limit: int | None, max_new_tokens: int | None) -> int:
-    """The most positions any sample of the run reaches: its prompt plus the generation budget and the cache's
-    headroom for drafts (asked only for a sliding-window model)."""
-    from harness.core.decoding import CACHE_HEADROOM
-
-    return max(len(task.prompt_ids(sample, tokenizer)) + (max_new_tokens or task.max_new_tokens) + CACHE_HEADROOM
-               for task in chosen_tasks for sample in task.samples(limit))
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
@@ -328,11 +246,7 @@ def train_heads_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the decoder's recipe)")
     p.add_argument("--exit-layers", default=None,
                    help="comma-separated layers for exit heads (default: the decoder's recipe)")
-    p.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a hub id, a folder or a .gguf")
-    p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a CPU with bf16 hardware, else float32), "
-                   "float32, bfloat16 or float16")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--data", default=None, help="local data: a folder with <task>/test.jsonl, or a file")
+    add_model_arguments(p)
     p.add_argument("--train-rows", type=int, default=None, help="leading rows of the task reserved for training "
                    "(default: the task's; humaneval's are MBPP's): --prompts beyond them are not available")
     return p

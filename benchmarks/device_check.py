@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import decoders  # noqa: E402,F401  (registers the decoders)
-from decoders.medusa.decoder import MedusaHeads  # noqa: E402
+from decoders.medusa.heads import MedusaHeads  # noqa: E402
 from decoders.eagle.draft import FeatureDraft  # noqa: E402
 from harness.core.decoding import DECODERS, StopCondition  # noqa: E402
 from harness.core.heads import ExitHead  # noqa: E402

@@ -1,5 +1,6 @@
 """Exit-head training: distillation lowers held-out KL, the file round-trips, the decoder uses it with parity."""
-from decoders.adadecode.decoder import AdaDecode, frequent_tokens
+from decoders.adadecode.decoder import AdaDecode
+from harness.core.self_distillation import frequent_tokens
 from decoders.vanilla import Vanilla
 from harness.core.decoding import StopCondition
 from harness.core.heads import load_heads

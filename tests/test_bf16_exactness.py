@@ -11,7 +11,8 @@ import torch
 from decoders.adadecode.decoder import AdaDecode
 from decoders.eagle.decoder import Eagle
 from decoders.layerskip import LayerSkip
-from decoders.medusa.decoder import Medusa, MedusaHeads
+from decoders.medusa.decoder import Medusa
+from decoders.medusa.heads import MedusaHeads
 from decoders.pld import PromptLookup
 from decoders.self_speculative.decoder import SelfSpeculative
 from harness.core.decoding import CACHE_HEADROOM

@@ -4,6 +4,7 @@ import pytest
 from lm_eval.api.instance import Instance
 from lm_eval.tasks import TaskManager
 
+from harness.core.decoding import DECODERS
 from harness.core.errors import HarnessError
 from harness.core.heads import ExitHead
 from integrations.lm_eval.backend import FastDecodeLM
@@ -60,7 +61,7 @@ def test_generations_equal_vanilla(runner, task_manager, vanilla_run):
     results = evaluate(lm, task_manager)
     assert responses(results, GENERATION_TASK) == responses(expected, GENERATION_TASK)
     assert responses(results, CHOICE_TASK) == responses(expected, CHOICE_TASK)
-    assert [r["parity"] for r in lm.request_stats] == [{"match": True, "first_divergence": None}] * LIMIT
+    assert [(r["parity"]["match"], r["parity"]["class"]) for r in lm.request_stats] == [(True, "exact")] * LIMIT
     assert all(r["decoder"] == "adadecode" for r in lm.request_stats)
     assert sum(r["stats"]["rejected"] for r in lm.request_stats) > 0  # rollbacks happened
 
@@ -112,3 +113,37 @@ def test_loglikelihoods_agree_with_greedy_generation(runner):
 def test_a_mistyped_decoder_setting_in_model_args_is_refused_before_loading():
     with pytest.raises(HarnessError, match="layerskip has no setting 'speculatio'; its settings: exit_layer"):
         FastDecodeLM(pretrained="/nonexistent/model.gguf", decoder="layerskip", speculatio=2)
+
+
+def test_lm_eval_classifies_a_divergence_as_a_run_does(runner, shared_data, monkeypatch):
+    """A decoder that leaves vanilla's output at token 3, with the float32 threshold raised so that the divergence is
+    a near tie: the backend's parity (margin, threshold, class) equals the run's on the same sample."""
+    import dataclasses
+
+    from decoders.pld import PromptLookup
+    from harness.checks import parity
+    from harness.core.decoding import StopCondition
+    from harness.run.benchmark import Measurer
+    from tasks.base import build_task
+
+    generate = PromptLookup.generate
+
+    def diverging(self, prompt_ids, stop, **kwargs):
+        generation = generate(self, prompt_ids, stop, **kwargs)
+        tokens = list(generation.tokens)
+        tokens[3] += 1
+        return dataclasses.replace(generation, tokens=tokens)
+
+    monkeypatch.setattr(PromptLookup, "generate", diverging)
+    monkeypatch.setitem(parity.NEAR_TIE_MARGIN, runner.dtype, 1e9)
+    task = build_task("xsum", str(shared_data))
+    sample = task.samples(1)[0]
+    prompt_ids = task.prompt_ids(sample, runner.tokenizer)
+    stop = StopCondition(8, frozenset(runner.eos_token_ids), (), runner.tokenizer)
+    reference = DECODERS.get("vanilla")(runner).generate(prompt_ids, stop).tokens
+    run_row = Measurer(runner, telemetry=False).row("pld", PromptLookup(runner), task, sample, 0, prompt_ids, stop,
+                                                    reference)
+    lm = FastDecodeLM(runner=runner, decoder="pld", parity=True, telemetry=False)
+    backend_row = lm._generate(task.name, prompt_ids, stop)
+    assert run_row["parity"]["class"] == "near_tie" and run_row["parity"]["first_divergence"] == 3
+    assert backend_row["parity"] == run_row["parity"]

@@ -33,3 +33,33 @@ def test_cli_unknown_decoder_is_a_one_line_error(shared_data):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("error: unknown decoder 'nope'")
     assert "vanilla" in out.stderr.strip().splitlines()[-1]
+
+
+def test_lm_evals_own_cli_runs_a_local_task_with_the_fastdecode_model(shared_data, tmp_path):
+    """The README's command for lm-eval's own command line: `python -m integrations.lm_eval` registers the backend."""
+    from integrations.lm_eval.tasks import render_tasks
+
+    include = render_tasks(shared_data, tmp_path / "tasks")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    out = subprocess.run([sys.executable, "-m", "integrations.lm_eval", "run", "--model", "fastdecode",
+                          "--model_args", "pretrained=smollm2,decoder=pld,device=cpu", "--tasks", "fastdecode_gsm8k",
+                          "--include_path", str(include), "--limit", "1", "--gen_kwargs", "max_gen_toks=4",
+                          "--output_path", str(tmp_path / "out")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (results_file,) = (tmp_path / "out").glob("*/results_*.json")
+    results = json.loads(results_file.read_text())
+    assert results["config"]["model"] == "fastdecode"
+    assert "exact_match,last-number" in results["results"]["fastdecode_gsm8k"]
+
+
+def test_the_backend_is_declared_as_an_lm_eval_models_entry_point():
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["entry-points"]["lm_eval.models"]
+    module, _, name = declared["fastdecode"].partition(":")
+    from importlib import import_module
+
+    from lm_eval.api.registry import get_model
+
+    assert getattr(import_module(module), name) is get_model("fastdecode")

@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from decoders.medusa.decoder import Medusa, MedusaHeads, _shifted_targets
+from decoders.medusa.decoder import Medusa
+from decoders.medusa.heads import MedusaHeads, _shifted_targets
 from decoders.vanilla import Vanilla
 from harness.core.decoding import StopCondition
 from harness.core.errors import HarnessError

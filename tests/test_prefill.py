@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import decoders  # noqa: F401  (registers the decoders)
-from decoders.medusa.decoder import MedusaHeads
+from decoders.medusa.heads import MedusaHeads
 from harness.core.decoding import DECODERS, StopCondition
 from decoders.eagle.draft import FeatureDraft
 from harness.core.heads import ExitHead

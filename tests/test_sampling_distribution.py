@@ -16,7 +16,8 @@ from decoders.adadecode.decoder import AdaDecode
 from decoders.eagle.decoder import Eagle
 from decoders.hf_generate import HFGenerate
 from decoders.layerskip import LayerSkip
-from decoders.medusa.decoder import Medusa, MedusaHeads
+from decoders.medusa.decoder import Medusa
+from decoders.medusa.heads import MedusaHeads
 from decoders.pld import PromptLookup
 from decoders.self_speculative.decoder import SelfSpeculative
 from decoders.vanilla import Vanilla

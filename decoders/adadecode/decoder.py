@@ -25,7 +25,6 @@ over-confident exit costs time only. `vocabulary="full"` runs the paper's exact 
 """
 from __future__ import annotations
 
-import copy
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -34,15 +33,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
-from harness.core.decoding import DECODERS, Decoder, Generation, TokenSink, accepted_prefix_length, greedy
-from harness.core.heads import ExitHead, HeadsNeed, exit_heads, heads_file, load_heads, save_heads
+from harness.core.decoding import DECODERS, Decoder, Generation, TokenSink
+from decoders.adadecode.training import KIND, train_exit_heads
+from harness.core.heads import ExitHead, HeadsNeed, exit_heads, heads_file, load_heads
 from harness.core.errors import HarnessError
 from harness.core.model_runner import ModelRunner
-from harness.core.self_distillation import collect_hidden_states, greedy_continuations
+from harness.core.speculation import SpeculationStats, accept_chain
 
-KIND = "adadecode"
 # The README's measured heads: exits at these layers of a 30-layer model (scaled to other depths), 150 training
 # prompts with 64 generated tokens each, 800 steps.
 RECIPE_EXITS_OF_30 = (16, 20, 22, 24, 26, 28)
@@ -56,26 +54,21 @@ class _Group:
 
 
 @dataclass
-class _Stats:
-    n_layers: int
+class _ExitStats(SpeculationStats):
+    """The shared counts (`steps`: passes that reached the last layer, the prefill included; a round drafts the early
+    tokens its verification checks), plus where tokens exited and what the deferred layers cost."""
+    n_layers: int = 0
     exit_layers: list[int] = field(default_factory=list)
-    steps: int = 0  # passes that reached the last layer (the prefill included)
     passes: int = 0  # upward passes started at layer 0
     layer_runs: int = 0  # (pass, layer) pairs computed, whatever the chunk size
-    drafted: int = 0
-    accepted: int = 0
     rejected: int = 0
     discarded: int = 0
 
-    def as_dict(self, emitted: int) -> dict:
+    def exit_dict(self, emitted: int) -> dict:
         early = [e for e in self.exit_layers[:emitted] if e < self.n_layers]
-        rounds = max(self.steps - 1, 1)
-        return {
-            "steps": self.steps, "passes": self.passes, "drafted": self.drafted, "accepted": self.accepted,
-            "rejected": self.rejected, "discarded": self.discarded,
-            "acceptance_rate": self.accepted / self.drafted if self.drafted else None,
+        return self.as_dict() | {
+            "passes": self.passes, "rejected": self.rejected, "discarded": self.discarded,
             "rejection_rate": self.rejected / self.drafted if self.drafted else None,
-            "mean_acceptance_length": 1 + self.accepted / rounds,
             "early_rate": len(early) / emitted if emitted else None,
             "early_rate_by_layer": {str(e): n / emitted for e, n in sorted(Counter(early).items())},
             "mean_exit_layer": sum(self.exit_layers[:emitted]) / emitted if emitted else None,
@@ -178,9 +171,8 @@ class AdaDecode(Decoder):
         self._prepare_vocabulary(prompt_ids)
         cache = self.new_cache(prompt_ids, stop)
         sink = TokenSink(stop, on_first_token)
-        stats = _Stats(n)
+        stats = _ExitStats(steps=1, n_layers=n, layer_runs=n)
         token = self.pick(runner.forward(prompt_ids, cache, last_only=True))[0]
-        stats.steps, stats.layer_runs = 1, n
         stats.exit_layers.append(n)
         done = sink.add([token])
         groups: list[_Group] = []  # positions still missing deep layers, oldest (deepest) first
@@ -213,14 +205,13 @@ class AdaDecode(Decoder):
             if exited is not None:
                 groups.append(_Group(layer, hidden))
                 early.append((exited, layer, q))
-                stats.drafted += 1
                 token, position = exited, position + 1
                 continue
             # The chunk reached the last layer: its final logits verify the early tokens that followed each position.
-            stats.steps += 1
-            targets = self._verify(early, runner.logits(hidden))
+            targets = accept_chain([t for t, _, _ in early], runner.logits(hidden), self.sampler,
+                                   [q for _, _, q in early])
             accepted = len(targets) - 1
-            stats.accepted += accepted
+            stats.record(len(early), accepted)
             if accepted < len(early):
                 stats.rejected += 1
                 stats.discarded += len(early) - accepted - 1
@@ -230,43 +221,13 @@ class AdaDecode(Decoder):
             token, position = targets[-1], position + 1
             done = sink.add([t for t, _, _ in early[:accepted]] + [token])
             early = []
-        return Generation(sink.tokens, stats.as_dict(len(sink.tokens)))
-
-    def _verify(self, early: list[tuple[int, int, torch.Tensor | None]], logits: torch.Tensor) -> list[int]:
-        """The confirmed early tokens plus the final layer's next token (greedy, or by speculative sampling)."""
-        tokens = [t for t, _, _ in early]
-        if self.sampler is None:
-            targets = greedy(logits)
-            accepted = accepted_prefix_length(tokens, targets)
-            return tokens[:accepted] + [targets[accepted]]
-        return self.sampler.accept_chain(tokens, logits, [q for _, _, q in early])
+        return Generation(sink.tokens, stats.exit_dict(len(sink.tokens)))
 
     # --- training ------------------------------------------------------------------------------------------------
     @classmethod
     def train_heads(cls, runner: ModelRunner, task_name: str, prompt_ids_list: list[list[int]], **settings):
-        """Distils exit heads at `exit_layers` from the final layer on the model's own greedy generations; saves them
-        (with a candidate vocabulary of the most frequent generated tokens) and returns the file's path."""
-        exit_layers = [int(e) for e in settings.get("exit_layers", default_exit_layers(runner.n_layers))]
-        max_new_tokens = int(settings.get("max_new_tokens", 96))
-        held_out = max(1, len(prompt_ids_list) // 10)
-        continuations = greedy_continuations(runner, prompt_ids_list, max_new_tokens)
-        sequences = [p + c for p, c in zip(prompt_ids_list, continuations)]
-        states = collect_hidden_states(runner, sequences, [len(p) for p in prompt_ids_list],
-                                       exit_layers + [runner.n_layers])
-        split = sum(len(c) for c in continuations[:-held_out])
-        candidates = frequent_tokens([t for c in continuations for t in c], int(settings.get("candidates", 4096)))
-        heads, report = distill_exit_heads(runner, states, runner.n_layers, split, candidates,
-                                           steps=int(settings.get("steps", 300)),
-                                           batch_size=int(settings.get("batch_size", 32)),
-                                           lr=float(settings.get("lr", 1e-3)))
-        tensors = {f"exit.{e}": h.transform.weight for e, h in heads.items()} | {"candidates": candidates}
-        metadata = {"model": runner.name, "kind": KIND, "task": task_name, "layers": exit_layers,
-                    "n_layers": runner.n_layers, "training_prompts": len(prompt_ids_list) - held_out,
-                    "held_out_prompts": held_out, "max_new_tokens": max_new_tokens,
-                    "training_tokens": split, "held_out_tokens": len(states[runner.n_layers]) - split,
-                    "candidates": len(candidates), **report, **settings.get("metadata", {})}
-        path = settings.get("path") or heads_file(runner.name, KIND, task_name)
-        return save_heads(path, tensors, metadata)
+        """Distils exit heads (`decoders.adadecode.training`); returns the saved file's path."""
+        return train_exit_heads(runner, task_name, prompt_ids_list, **settings)
 
 
 def parse_layers(layers: Iterable[int] | str | int) -> list[int]:
@@ -276,80 +237,3 @@ def parse_layers(layers: Iterable[int] | str | int) -> list[int]:
     if isinstance(layers, str):
         layers = [part for part in re.split(r"[+, ]", layers) if part]
     return sorted(int(e) for e in layers)
-
-
-def default_exit_layers(n_layers: int) -> list[int]:
-    """Three exits, as in the paper (3 heads on 32 layers), spread over the upper half of the model."""
-    return [round(n_layers * f) for f in (0.5, 0.65, 0.8)]
-
-
-def frequent_tokens(tokens: list[int], k: int) -> torch.Tensor:
-    """The k most frequent token ids (the candidate vocabulary of the cheap exit test)."""
-    return torch.tensor(sorted(t for t, _ in Counter(tokens).most_common(k)), dtype=torch.long)
-
-
-class _Distillation:
-    """Forward KL(final ‖ head) over the candidate vocabulary, the final layer's targets computed once for all rows.
-
-    Restricting both softmaxes to the candidate rows of the lm head (a few thousand of 49 152) makes a training step
-    an order of magnitude cheaper on a CPU and trains the heads for exactly the test they face at decoding time.
-    Everything lives on the runner's device; the loss is computed in float32 whatever the model's dtype (float32
-    copies of the final norm and of the candidate rows of the lm head), and the final layer's own top token is read
-    in the model's dtype, as decoding computes it.
-    """
-
-    def __init__(self, runner: ModelRunner, states: dict[int, torch.Tensor], last: int, vocabulary: torch.Tensor,
-                 chunk: int = 256) -> None:
-        self.runner, self.states = runner, states
-        self.vocabulary = vocabulary.to(runner.device)
-        self.weight = runner.lm_head.weight.detach().index_select(0, self.vocabulary).float()
-        self.norm = copy.deepcopy(runner.norm).float()
-        with torch.no_grad():
-            self.target = torch.cat([torch.log_softmax(F.linear(self.norm(part.float()), self.weight), dim=-1)
-                                     for part in states[last].split(chunk)])
-            self.final_top = torch.cat([runner.logits(part.to(runner.dtype)[None]).argmax(-1)
-                                        for part in states[last].split(chunk)])
-
-    def head_logp(self, head: ExitHead, layer: int, rows) -> torch.Tensor:
-        normed = self.norm(head(self.states[layer][rows].float()))
-        return torch.log_softmax(F.linear(normed, self.weight), dim=-1)
-
-    def loss(self, head: ExitHead, layer: int, rows) -> torch.Tensor:
-        return F.kl_div(self.head_logp(head, layer, rows), self.target[rows], log_target=True, reduction="batchmean")
-
-    def evaluate(self, head: ExitHead, layer: int, rows: slice) -> tuple[float, float]:
-        """Held-out KL and top-1 agreement of the head's candidate argmax with the final layer's full argmax."""
-        with torch.no_grad():
-            logp = self.head_logp(head, layer, rows)
-            kl = F.kl_div(logp, self.target[rows], log_target=True, reduction="batchmean").item()
-            agree = (self.vocabulary[logp.argmax(-1)] == self.final_top[rows]).float().mean().item()
-        return kl, agree
-
-
-def distill_exit_heads(runner: ModelRunner, states: dict[int, torch.Tensor], last: int, split: int,
-                       vocabulary: torch.Tensor, steps: int = 300, batch_size: int = 64, lr: float = 1e-3,
-                       seed: int = 0) -> tuple[dict[int, ExitHead], dict]:
-    """Trains one identity-initialised head per layer in `states` (all but `last`) by forward KL from the final
-    layer's distribution, the model frozen; rows [0, split) train, the rest are held out. Returns the heads and a
-    report (held-out KL and top-1 agreement with the final layer per layer, before and after)."""
-    for p in runner.model.parameters():
-        p.requires_grad_(False)
-    exits = [e for e in sorted(states) if e != last]
-    heads = {e: ExitHead(runner.hidden_size).to(runner.device) for e in exits}  # float32, as the loss
-    data = _Distillation(runner, states, last, vocabulary)
-    held_out = slice(split, len(states[last]))
-    before = {e: data.evaluate(heads[e], e, held_out) for e in exits}
-    optimizer = torch.optim.Adam([p for h in heads.values() for p in h.parameters()], lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    for _ in tqdm(range(steps), desc="training exit heads", unit="step"):
-        rows = torch.randint(0, split, (batch_size,), generator=generator).to(runner.device)
-        loss = sum(data.loss(heads[e], e, rows) for e in exits)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    after = {e: data.evaluate(heads[e], e, held_out) for e in exits}
-    report = {"steps": steps, "batch_size": batch_size, "lr": lr, "loss": "forward KL over the candidate vocabulary",
-              "held_out": {str(e): {"kl_before": before[e][0], "kl_after": after[e][0],
-                                    "agreement_before": before[e][1], "agreement_after": after[e][1]}
-                           for e in exits}}
-    return heads, report

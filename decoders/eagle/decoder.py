@@ -24,13 +24,13 @@ from typing import Any
 
 import torch
 
-from harness.core.decoding import CACHE_HEADROOM, DECODERS, Decoder, Generation, TokenSink, greedy
+from harness.core.decoding import CACHE_HEADROOM, DECODERS, Decoder, Generation, TokenSink
 from harness.core.errors import HarnessError
 from decoders.eagle.draft import FeatureDraft, train_feature_draft
 from harness.core.heads import HeadsNeed, heads_file, load_heads, save_heads
 from harness.core.model_runner import ModelRunner
 from harness.core.speculation import SpeculationStats
-from harness.core.tree import CandidateTree, ancestor_mask
+from harness.core.tree import CandidateTree, ancestor_mask, verify_tree
 
 KIND = "eagle"
 
@@ -76,7 +76,8 @@ class Eagle(Decoder):
             tokens, parents = self._draft_tree(root, guess, draft_cache)
             tree, order = CandidateTree.from_parents(parents)
             tokens = [tokens[node] for node in order]
-            new_tokens, features = self._verify(cache, tree, tokens)
+            new_tokens, path, out = verify_tree(runner, cache, tree, tokens, self.sampler)
+            features = out[:, path]  # the model's features at the root and the accepted nodes
             guess = draft(features, runner.embed(new_tokens), draft_cache)[:, -1:]
             stats.record(tree.depth, len(new_tokens) - 1)
             sizes.append(tree.size)
@@ -122,22 +123,6 @@ class Eagle(Decoder):
                 depths.append(depths[node] + 1)
                 scores.append(scores[node] + value)
         return new
-
-    def _verify(self, cache, tree: CandidateTree, tokens: list[int]) -> tuple[list[int], torch.Tensor]:
-        """One forward over the root and the tree; keeps the accepted path in the cache. Returns the accepted tokens
-        plus the bonus, and the model's features [1, len, d] at the root and the accepted nodes."""
-        runner = self.runner
-        start = cache.lengths[0]
-        out = runner.run_layers(runner.embed(tokens), cache, positions=tree.positions(start, runner.device),
-                                chunk_mask=tree.mask(runner.device))
-        if self.sampler is None:
-            verified = greedy(runner.logits(out))  # every node in one call: the lm head's weights are read once
-            path = tree.accept(tokens, verified)
-            bonus = verified[path[-1]]
-        else:
-            path, bonus = tree.accept_sampled(tokens, lambda node: runner.logits(out[:, node:node + 1]), self.sampler)
-        cache.keep_slots(start, [start + node for node in path])
-        return [tokens[node] for node in path[1:]] + [bonus], out[:, path]
 
     @classmethod
     def heads_needed(cls, model_name: str, task: str | None, settings: dict) -> HeadsNeed | None:

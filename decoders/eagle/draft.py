@@ -25,11 +25,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from harness.core.kv_cache import LayeredKVCache
 from harness.core.model_runner import ModelRunner
-from harness.core.self_distillation import collect_hidden_states, greedy_continuations
+from harness.core.head_training import fit
+from harness.core.self_distillation import collect_hidden_states, frequent_tokens, greedy_continuations
 
 TOKEN_LOSS_WEIGHT = 0.1  # the paper's weight of the token cross-entropy beside the feature regression
 
@@ -152,12 +152,6 @@ def _agreement(draft: FeatureDraft, target: ModelRunner, sequences: list[_Sequen
     return hits / total if total else float("nan")
 
 
-def frequent_tokens(sequences: list[torch.Tensor], n: int) -> torch.Tensor:
-    """The `n` most frequent token ids of `sequences` (the training targets), in id order."""
-    counts = torch.bincount(torch.cat(sequences).cpu())
-    return counts.topk(min(n, int((counts > 0).sum()))).indices.sort().values
-
-
 def in_vocab_share(draft: FeatureDraft, sequences: list[_Sequence]) -> float:
     """Share of the held-out greedy tokens that the draft's vocabulary holds (1.0 with the model's)."""
     tokens = torch.cat([s.targets for s in sequences])
@@ -182,7 +176,7 @@ def train_feature_draft(target: ModelRunner, prompts: list[list[int]], max_new_t
     train, test = sequences[:-held_out], sequences[-held_out:]
     if prompt_positions:
         train = [_Sequence(s.features, s.tokens, s.greedy, 0) for s in train]
-    vocab = frequent_tokens([s.targets for s in train], draft_vocab) if draft_vocab else None
+    vocab = frequent_tokens(torch.cat([s.targets for s in train]).tolist(), draft_vocab) if draft_vocab else None
     draft = FeatureDraft(target, vocab)
     before = _agreement(draft, target, test)
     prepare = time.perf_counter() - prepare
@@ -190,9 +184,9 @@ def train_feature_draft(target: ModelRunner, prompts: list[list[int]], max_new_t
     draft.requires_grad_(True)
     optimizer = torch.optim.AdamW(draft.parameters(), lr=lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(seed)
-    losses: list[tuple[float, float]] = []
-    start = time.perf_counter()
-    for _ in tqdm(range(steps), desc="eagle draft", unit="step"):
+    losses: list[tuple[float, float]] = []  # (feature, token) loss per step
+
+    def batch_loss() -> torch.Tensor:
         order = torch.randperm(len(train), generator=generator).tolist()
         batch, size = [], 0
         for i in order:
@@ -204,11 +198,11 @@ def train_feature_draft(target: ModelRunner, prompts: list[list[int]], max_new_t
         out = draft(features, embeddings, draft.new_cache(len(positions)), positions, mask)[0, learnt]
         feature_loss = F.smooth_l1_loss(out.float(), target_features.float())
         token_loss = F.cross_entropy(draft.runner.logits(out[None]), draft.vocab_index(target_tokens))
-        loss = feature_loss + token_weight * token_loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
         losses.append((feature_loss.item(), token_loss.item()))
+        return feature_loss + token_weight * token_loss
+
+    start = time.perf_counter()
+    fit(optimizer, steps, batch_loss, "eagle draft")
     seconds = time.perf_counter() - start
     draft.requires_grad_(False)
     draft.runner.repack()

@@ -86,9 +86,3 @@ def parity_counts(rows: Iterable[dict]) -> dict[str, int]:
         if row.get("parity"):
             counts[parity_class(row["parity"])] += 1
     return counts
-
-
-def parity_rate(rows: Iterable[dict]) -> float | None:
-    """Share of rows whose parity was checked that match (None when none was checked)."""
-    checked = [row["parity"]["match"] for row in rows if row.get("parity")]
-    return sum(checked) / len(checked) if checked else None

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -78,3 +80,8 @@ def collect_hidden_states(runner: ModelRunner, sequences: list[list[int]], promp
                 done = layer
                 collected[layer].append(hidden[0, keep].float())
     return {layer: torch.cat(parts) for layer, parts in collected.items()}
+
+
+def frequent_tokens(tokens: Iterable[int], k: int) -> torch.Tensor:
+    """The k most frequent token ids (the first seen first among equals), in id order: a head's reduced vocabulary."""
+    return torch.tensor(sorted(t for t, _ in Counter(tokens).most_common(k)), dtype=torch.long)

@@ -12,16 +12,22 @@ distribution whatever the drafts were.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
 from harness.core.decoding import Decoder, Generation, TokenSink, accepted_prefix_length, greedy
 from harness.core.kv_cache import LayeredKVCache
+from harness.core.sampling import Sampler
 
 
-def accept_greedy(drafted: list[int], verify_logits: torch.Tensor) -> list[int]:
-    """The confirmed drafted prefix plus the verifier's own next token (logits: [len(drafted) + 1, vocab])."""
+def accept_chain(drafted: list[int], verify_logits: torch.Tensor, sampler: Sampler | None,
+                 draft_probs: Sequence[torch.Tensor | None] | None = None) -> list[int]:
+    """The accepted drafted prefix plus the verifier's next token (logits: [len(drafted) + 1, vocab]): the confirmed
+    prefix under greedy decoding, else by speculative sampling (`draft_probs`: what each draft was drawn from, None
+    for deterministic drafts)."""
+    if sampler is not None:
+        return sampler.accept_chain(drafted, verify_logits, draft_probs)
     verified = greedy(verify_logits)
     n = accepted_prefix_length(drafted, verified)
     return drafted[:n] + [verified[n]]
@@ -73,12 +79,6 @@ class DraftVerifyDecoder(Decoder):
     def _extra_stats(self) -> dict[str, Any]:
         return {}
 
-    def _accept(self, drafted: list[int], verify_logits: torch.Tensor) -> list[int]:
-        """The accepted drafted prefix plus the verifier's next token: greedy, or by speculative sampling."""
-        if self.sampler is None:
-            return accept_greedy(drafted, verify_logits)
-        return self.sampler.accept_chain(drafted, verify_logits)
-
     def _generate(self, prompt_ids, stop, on_first_token):
         cache = self.new_cache(prompt_ids, stop)
         sink = TokenSink(stop, on_first_token)
@@ -88,7 +88,7 @@ class DraftVerifyDecoder(Decoder):
         while not sink.add(emitted):
             budget = stop.max_new_tokens - len(sink.tokens) - 1  # the bonus token always comes on top
             drafted, logits = self._speculate(emitted[-1], cache, committed, budget)
-            emitted = self._accept(drafted, logits)
+            emitted = accept_chain(drafted, logits, self.sampler)
             committed += len(emitted)  # pending + the accepted drafts now hold valid slots; the bonus is pending
             cache.crop(committed)
             stats.record(len(drafted), len(emitted) - 1)

@@ -14,7 +14,10 @@ from typing import Callable, Sequence
 
 import torch
 
+from harness.core.decoding import greedy
 from harness.core.errors import HarnessError
+from harness.core.kv_cache import LayeredKVCache
+from harness.core.model_runner import ModelRunner
 from harness.core.sampling import Sampler
 
 
@@ -127,6 +130,31 @@ class CandidateTree:
             if index is None:
                 return path, token
             path.append(children[index])
+
+
+def verify_tree(runner: ModelRunner, cache: LayeredKVCache, tree: CandidateTree, tokens: list[int],
+                sampler: Sampler | None, chunk_mask: torch.Tensor | None = None
+                ) -> tuple[list[int], list[int], torch.Tensor]:
+    """One forward over the root and the tree's nodes (`tokens`, the root first), the tree mask (`chunk_mask`, or
+    built from the tree) and positions by depth; keeps the accepted path's keys/values in place.
+
+    The model's token at every node comes from one lm-head call (its weights, the largest matrix, are read once).
+    Greedy: the longest path the model agrees with; under sampling, recursive rejection sampling
+    (`CandidateTree.accept_sampled`). Returns the accepted tokens plus the bonus, the accepted nodes (the root first)
+    and the model's output hidden states at every node [1, size, d]."""
+    start = cache.lengths[0]
+    mask = tree.mask(runner.device) if chunk_mask is None else chunk_mask
+    out = runner.run_layers(runner.embed(tokens), cache, positions=tree.positions(start, runner.device),
+                            chunk_mask=mask)
+    logits = runner.logits(out)
+    if sampler is None:
+        verified = greedy(logits)
+        path = tree.accept(tokens, verified)
+        bonus = verified[path[-1]]
+    else:
+        path, bonus = tree.accept_sampled(tokens, lambda node: logits[node], sampler)
+    cache.keep_slots(start, [start + node for node in path])
+    return [tokens[node] for node in path[1:]] + [bonus], path, out
 
 
 def ancestor_mask(parents: Sequence[int], device: torch.device | str = "cpu") -> torch.Tensor:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from harness.core.decoding import DECODERS, Decoder, StopCondition
 from harness.core.model_runner import ModelRunner
-from harness.core.sampling import Sampling
+from harness.core.sampling import Sampler, Sampling
 from harness.run.distributed import World, merge_results
 from harness.checks.distribution import checked_decoders, record_run_checks
 from harness.checks.parity import check
@@ -57,31 +57,44 @@ class Measurer:
         self.timer = GenerationTimer(runner.device)
         self.probe = MemoryProbe(runner.device, enabled=telemetry)
 
+    def measure(self, name: str, decoder: Decoder, prompt_ids: list[int], stop: StopCondition,
+                sampler: Sampler | None, reference: list[int] | None) -> dict[str, Any]:
+        """A timed generation's fields of a result row: tokens, text, timing, stats, memory and, under greedy
+        decoding with a `reference` (vanilla's tokens), the parity check. The decoder's exceptions pass through."""
+        fields: dict[str, Any] = {"memory": None}
+        self.probe.start()
+        try:
+            self.timer.start()
+            gen = decoder.generate(prompt_ids, stop, on_first_token=self.timer.first_token, sampler=sampler)
+            timing = self.timer.stop()
+        finally:
+            fields["memory"] = self.probe.stop()
+        fields.update(tokens=gen.tokens, new_tokens=len(gen.tokens), ttft_s=timing.ttft_s, decode_s=timing.decode_s,
+                      total_s=timing.total_s, tokens_per_s=len(gen.tokens) / timing.total_s if timing.total_s else None,
+                      stats=gen.stats, text=self.runner.tokenizer.decode(gen.tokens, skip_special_tokens=True),
+                      parity=None)
+        if name != REFERENCE_DECODER and reference is not None and sampler is None:
+            fields["parity"] = check(self.runner, decoder.exact_on_runner, prompt_ids, reference, gen.tokens)
+        return fields
+
     def row(self, name: str, decoder: Decoder, task: Task, sample: Sample, index: int, prompt_ids: list[int],
             stop: StopCondition, reference: list[int] | None) -> dict[str, Any]:
-        row: dict[str, Any] = {
-            "decoder": name, "task": task.name, "sample_id": sample.id, "sample_index": index,
-            "category": sample.meta.get("category"), "prompt_tokens": len(prompt_ids), "tokens": None, "text": None,
-            "new_tokens": None, "ttft_s": None, "decode_s": None, "total_s": None, "tokens_per_s": None,
-            "stats": None, "memory": None, "parity": None, "quality": None, "error": None}
+        row = empty_row(name, task.name, sample.id, index, len(prompt_ids)) | {"category": sample.meta.get("category")}
         try:
-            sampler = self.sampling.sampler(task.name, sample.id)
-            self.probe.start()
-            try:
-                self.timer.start()
-                gen = decoder.generate(prompt_ids, stop, on_first_token=self.timer.first_token, sampler=sampler)
-                timing = self.timer.stop()
-            finally:
-                row["memory"] = self.probe.stop()
-            row.update(tokens=gen.tokens, new_tokens=len(gen.tokens), ttft_s=timing.ttft_s, decode_s=timing.decode_s,
-                       total_s=timing.total_s, tokens_per_s=len(gen.tokens) / timing.total_s if timing.total_s else None,
-                       stats=gen.stats, text=self.runner.tokenizer.decode(gen.tokens, skip_special_tokens=True))
-            if name != REFERENCE_DECODER and reference is not None and self.sampling.greedy:
-                row["parity"] = check(self.runner, decoder.exact_on_runner, prompt_ids, reference, gen.tokens)
+            row.update(self.measure(name, decoder, prompt_ids, stop, self.sampling.sampler(task.name, sample.id),
+                                    reference))
             row["quality"] = task.score(sample, row["text"])
         except Exception as exc:  # recorded in the row; the run goes on
             row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
         return row
+
+
+def empty_row(decoder: str, task: str, sample_id: Any, index: int, prompt_tokens: int) -> dict[str, Any]:
+    """A result row before its generation: every field present, the measured ones None."""
+    return {"decoder": decoder, "task": task, "sample_id": sample_id, "sample_index": index, "category": None,
+            "prompt_tokens": prompt_tokens, "tokens": None, "text": None, "new_tokens": None, "ttft_s": None,
+            "decode_s": None, "total_s": None, "tokens_per_s": None, "stats": None, "memory": None, "parity": None,
+            "quality": None, "error": None}
 
 
 class Throughput:

@@ -3,10 +3,10 @@
     lm_eval.simple_evaluate(model=FastDecodeLM(decoder="vanilla"), tasks=[...])   # Python
     python run.py lm-eval --model_args decoder=vanilla --tasks ...                 # CLI (registers "fastdecode")
 
-`generate_until` runs the chosen decoder (built per lm-eval task) and records one speed row per request
-(the result-row fields of `results.jsonl`: tokens/s, time to first token, the decoder's stats and, with
-`parity=true`, token parity against vanilla) in `request_stats` and, when `speed_log` names a file, as JSON lines
-written as they are produced. It decodes greedily unless a request's gen_kwargs ask for sampling (`do_sample`,
+`generate_until` runs the chosen decoder (built per lm-eval task) and records one speed row per request, measured
+and checked as a run's (`harness.run.benchmark.Measurer`: the rows of `results.jsonl`, with tokens/s, time to first
+token, memory, the decoder's stats and, with `parity=true`, token parity against vanilla, each divergence classified
+as in runs) in `request_stats` and, when `speed_log` names a file, as JSON lines written as they are produced. It decodes greedily unless a request's gen_kwargs ask for sampling (`do_sample`,
 `temperature`, `top_p`, `top_k`; temperature 1 when `do_sample` comes without one): each request then draws from its
 own sampler seeded by `seed`, its task, document and position, and parity (which needs greedy decoding) is skipped.
 `loglikelihood` and `loglikelihood_rolling` run a plain forward of the HF model.
@@ -15,7 +15,6 @@ Requests run one at a time: the decoders are single-sequence.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +26,13 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simpl
 from tqdm import tqdm
 
 import decoders  # noqa: F401  (registers the decoders)
-from harness.core.decoding import DECODERS, Decoder, StopCondition, accepted_prefix_length, check_settings
+from harness.core.decoding import DECODERS, Decoder, StopCondition, check_settings
 from harness.core.loading import load_runner
 from harness.core.model_runner import ModelRunner
 from harness.core.sampling import Sampler, Sampling
-
-REFERENCE_DECODER = "vanilla"
+from harness.checks.parity import parity_counts
+from harness.run.benchmark import Measurer, empty_row
+from harness.schema import REFERENCE_DECODER
 
 
 @register_model("fastdecode")
@@ -40,10 +40,12 @@ class FastDecodeLM(TemplateLM):
     def __init__(self, pretrained: str = "smollm2", decoder: str = REFERENCE_DECODER, dtype: str = "float32",
                  device: str = "auto", parity: bool = False, speed_log: str | None = None, task: str | None = None,
                  max_gen_toks: int = 256, batch_size: int | str = 1, max_batch_size: int | None = None,
-                 runner: ModelRunner | None = None, seed: int = 0, **decoder_settings: Any) -> None:
+                 runner: ModelRunner | None = None, seed: int = 0, telemetry: bool = True,
+                 **decoder_settings: Any) -> None:
         """`pretrained`/`dtype`/`device` go to `load_runner` unless a loaded `runner` is passed. `task` names the
         harness task a decoder's trained heads belong to (default: each request's lm-eval task name); the remaining
-        keyword arguments (e.g. `heads=...`) are the decoder's settings. `seed` seeds sampling requests.
+        keyword arguments (e.g. `heads=...`) are the decoder's settings. `seed` seeds sampling requests; `telemetry`
+        measures memory as runs do.
         `batch_size` is accepted for lm-eval's sake; requests run one at a time."""
         super().__init__()
         self.decoder_class = DECODERS.get(decoder)
@@ -57,6 +59,7 @@ class FastDecodeLM(TemplateLM):
         self.seed = seed
         self.decoder_settings = decoder_settings
         self.speed_log = Path(speed_log) if speed_log else None
+        self.measurer = Measurer(self.runner, telemetry)
         self.request_stats: list[dict[str, Any]] = []
         self._decoders: dict[tuple[str, str | None], Decoder] = {}
 
@@ -134,10 +137,10 @@ class FastDecodeLM(TemplateLM):
             max_new = settings["max_gen_toks"]
             prompt_ids = self.tok_encode(context)[-(self.max_length - max_new):]
             stop = StopCondition(max_new, frozenset(self.runner.eos_token_ids), tuple(until), self.tokenizer)
-            row = self._generate(request.task_name, prompt_ids, stop, sampler)
-            text = postprocess_generated_text(self.tokenizer.decode(row["tokens"], skip_special_tokens=True),
-                                              until, None)
-            row.update(task=request.task_name, sample_id=request.doc_id, sample_index=index, text=text)
+            row = empty_row(self.decoder_class.name, request.task_name, request.doc_id, index, len(prompt_ids))
+            row.update(self._generate(request.task_name, prompt_ids, stop, sampler))
+            text = postprocess_generated_text(row["text"], until, None)
+            row["text"] = text
             self._record(row)
             self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
             texts.append(text)
@@ -159,28 +162,13 @@ class FastDecodeLM(TemplateLM):
 
     def _generate(self, task: str | None, prompt_ids: list[int], stop: StopCondition,
                   sampler: Sampler | None = None) -> dict[str, Any]:
-        """Runs the chosen decoder once, timed; with `parity` and greedy decoding, checks its tokens against
-        vanilla's."""
-        first_token_at: list[float] = []
-        start = time.perf_counter()
-        generation = self._decoder(self.decoder_class.name, task).generate(
-            prompt_ids, stop, on_first_token=lambda: first_token_at.append(time.perf_counter()), sampler=sampler)
-        total = time.perf_counter() - start
-        ttft = first_token_at[0] - start if first_token_at else None
-        return {"decoder": self.decoder_class.name, "prompt_tokens": len(prompt_ids), "tokens": generation.tokens,
-                "new_tokens": len(generation.tokens), "ttft_s": ttft,
-                "decode_s": total - ttft if ttft is not None else None, "total_s": total,
-                "tokens_per_s": len(generation.tokens) / total if total > 0 else None, "stats": generation.stats,
-                "memory": None, "parity": None if sampler else self._parity(task, prompt_ids, stop, generation.tokens),
-                "quality": None, "error": None, "sampling": (sampler.settings if sampler else Sampling()).as_dict()}
-
-    def _parity(self, task: str | None, prompt_ids: list[int], stop: StopCondition,
-                tokens: list[int]) -> dict[str, Any] | None:
-        if not self.parity or self.decoder_class.name == REFERENCE_DECODER:
-            return None
-        reference = self._decoder(REFERENCE_DECODER, task).generate(prompt_ids, stop).tokens
-        match = tokens == reference
-        return {"match": match, "first_divergence": None if match else accepted_prefix_length(tokens, reference)}
+        """Runs the chosen decoder once, measured as a run measures it; with `parity` and greedy decoding, its tokens
+        are checked against vanilla's."""
+        name = self.decoder_class.name
+        check = self.parity and sampler is None and name != REFERENCE_DECODER
+        reference = self._decoder(REFERENCE_DECODER, task).generate(prompt_ids, stop).tokens if check else None
+        fields = self.measurer.measure(name, self._decoder(name, task), prompt_ids, stop, sampler, reference)
+        return fields | {"sampling": (sampler.settings if sampler else Sampling()).as_dict()}
 
     def _record(self, row: dict[str, Any]) -> None:
         self.request_stats.append(row)
@@ -191,10 +179,11 @@ class FastDecodeLM(TemplateLM):
 
 
 def speed_summary(rows: list[dict[str, Any]]) -> str:
-    """One line: requests, overall tokens/s and, where checked, how many matched vanilla."""
+    """One line: requests, overall tokens/s and, where checked, the parity classes as runs count them."""
     tokens = sum(r["new_tokens"] for r in rows)
     seconds = sum(r["total_s"] for r in rows)
-    checked = [r["parity"]["match"] for r in rows if r["parity"] is not None]
-    parity = f", parity {sum(checked)}/{len(checked)}" if checked else ""
+    counts = parity_counts(rows)
+    parity = f", parity {counts['exact']} exact / {counts['near_tie']} near-tie / {counts['mismatch']} mismatch" \
+        if sum(counts.values()) else ""
     rate = f"{tokens / seconds:.2f} tokens/s" if seconds > 0 else "no tokens"
     return f"{len(rows)} generation requests, {tokens} tokens, {rate}{parity}"

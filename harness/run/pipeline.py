@@ -1,0 +1,124 @@
+"""A whole run, from settings to summary: check everything that can be checked before the model loads, load it,
+train missing heads, record the run's conditions in `meta.json`, run the benchmark loop, print the summary."""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+import decoders  # noqa: F401  (registers the decoders)
+import tasks  # noqa: F401  (registers the tasks)
+from harness.core.decoding import CACHE_HEADROOM, DECODERS, check_settings
+from harness.core.errors import HarnessError
+from harness.core.loading import load_runner, resolve_device
+from harness.core.sampling import Sampling
+from harness.run.benchmark import BenchConfig, run_benchmark
+from harness.run.distributed import World
+from harness.run.meta import command_line, device_name, environment, write_meta
+from harness.run.recommended import resolve_settings
+from harness.run.training import prepare_heads
+from harness.schema import RESULTS_FILE, base_decoder, decoder_order
+from reports.run_files import load_run
+from reports.summary import format_summary
+from tasks.base import Task, build_task, parse_task_list
+
+SEED = 0
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a run is asked to do; the fields are named as the command line's options (`--max-new-tokens`:
+    `max_new_tokens`), so the CLI fills them from its parsed arguments."""
+    tasks: str = "humaneval"
+    limit: int | None = None
+    max_new_tokens: int | None = None
+    model: str = "smollm2"
+    dtype: str = "auto"
+    device: str = "auto"
+    data: str | None = None
+    train_rows: int | None = None
+    out: str | None = None
+    warmup: int = 1
+    no_telemetry: bool = False
+    no_train: bool = False
+    distribution_draws: int = 200
+
+
+def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[str], settings: dict[str, dict],
+                 extra_meta: dict) -> tuple[int, Path | None]:
+    """Runs (or resumes) the decoders beside vanilla into the run folder and prints the summary: (exit code, folder).
+    Under torchrun, ranks other than 0 get no folder: rank 0 alone merges, summarizes and reports.
+
+    `decoder_names` may be sweep variants (`DECODER@SETTINGS`), `settings` is keyed by the same names."""
+    settings = {name: check_settings(DECODERS.get(base_decoder(name)), name, values)
+                for name, values in settings.items()}  # a typo or a bad value fails before the model loads
+    world = World.from_env()  # rank 0 of 1, or this process's rank under torchrun
+    device = world.device(resolve_device(options.device))  # a bad --device fails before any data is read
+    chosen_tasks = [build_task(spec, options.data, options.train_rows) for spec in parse_task_list(options.tasks)]
+    for task in chosen_tasks:
+        task.samples(options.limit)  # a missing data file or an unreachable hub fails before the model loads
+        if not task.split_counts()[1]:
+            raise HarnessError(f"{task.name}: all {len(task.rows())} rows of {task.local_path() or task.source} are "
+                               f"reserved for training heads (the first {task.train_rows}), none is scored; pass "
+                               f"--train-rows N below {len(task.rows())} (e.g. --train-rows 0)")
+        if world.rank == 0:
+            print(task.split_line(), file=sys.stderr)
+    torch.manual_seed(SEED)
+    runner = load_runner(options.model, options.dtype, str(device), max_context=lambda tokenizer: longest_sequence(
+        chosen_tasks, tokenizer, options.limit, options.max_new_tokens))
+    names = decoder_order(decoder_names)
+    task_names = [t.name for t in chosen_tasks]
+    explicit = {n: settings.get(n, {}) for n in names}
+    refuse = ("--no-train: leave it out to train them now" if options.no_train else
+              "under torchrun: train them first in one process" if world.distributed else None)
+    trained = prepare_heads(runner, explicit, task_names, options.data, refuse)
+    settings_used = resolve_settings(runner.name, explicit, task_names)
+    world.start(device)
+    try:
+        out = Path(world.on_rank0(lambda: options.out or str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))))
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {**environment(runner), "world_size": world.world_size,
+                "device_names": world.gather(device_name(device)), "max_new_tokens": options.max_new_tokens,
+                "limit": options.limit, "split": "test", "seed": SEED, "sampling": sampling.as_dict(),
+                "warmup": options.warmup,
+                "telemetry": not options.no_telemetry, "decoders": names,
+                # per decoder: whether its output equals vanilla's bit for bit by construction on this runner
+                "bit_exact": {n: runner.exact_chunks and DECODERS.get(base_decoder(n)).exact_on_runner for n in names},
+                "decoder_settings": explicit, "settings_used": settings_used,
+                "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()],
+                **({"trained_heads": trained} if trained else {}), **extra_meta}
+        world.on_rank0(lambda: write_meta(out, meta))
+        config = BenchConfig(out_dir=out, limit=options.limit, max_new_tokens=options.max_new_tokens,
+                             warmup=options.warmup, telemetry=not options.no_telemetry, decoder_settings=settings,
+                             world=world, sampling=sampling, distribution_draws=options.distribution_draws,
+                             task_settings={task: {n: used["settings"] for n, used in by_name.items()}
+                                            for task, by_name in settings_used.items()})
+        try:
+            rows = run_benchmark(runner, decoder_names, chosen_tasks, config)
+        except KeyboardInterrupt:
+            print(f"interrupted: the rows written so far are in {out / world.results_file}; rerun the same command "
+                  f"to resume", file=sys.stderr)
+            return 130, out
+    finally:
+        world.stop()
+    if rows is None:  # ranks other than 0: rank 0 merged, summarizes and reports
+        return 0, None
+    print(f"results: {out / RESULTS_FILE}")
+    run = load_run(out)
+    print(format_summary(run.rows[run.rows["task"].isin(task_names) & run.rows["decoder"].isin(names)], run.meta,
+                         run.distribution))
+    if trained:
+        print("trained heads this run (cached for later runs): " + "; ".join(
+            f"{t['kind']} for {t['task']} in {t['seconds'] / 60:.1f} min" for t in trained) +
+            f"; {sum(t['seconds'] for t in trained) / 60:.1f} min in all")
+    return 0, out
+
+
+def longest_sequence(chosen_tasks: list[Task], tokenizer, limit: int | None, max_new_tokens: int | None) -> int:
+    """The most positions any sample of the run reaches: its prompt plus the generation budget and the cache's
+    headroom for drafts (asked only for a sliding-window model)."""
+    return max(len(task.prompt_ids(sample, tokenizer)) + (max_new_tokens or task.max_new_tokens) + CACHE_HEADROOM
+               for task in chosen_tasks for sample in task.samples(limit))
