@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, MissingHeads, SettingError
 from harness.core.sampling import Sampling
 
 
@@ -197,7 +197,7 @@ def sweep(argv: list[str]) -> int:
 
     check_counts(args)
     DECODERS.get(args.decoder)
-    if args.recommend and not hasattr(DECODERS.get(args.decoder), "default_recipe"):
+    if args.recommend and not DECODERS.get(args.decoder).trains_heads:
         raise HarnessError(f"--recommend stores a setting with the decoder's trained heads; {args.decoder} has none")
     if args.recommend and args.temperature:
         raise HarnessError("--recommend stores a point checked by token parity, which needs greedy decoding; "
@@ -390,8 +390,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[command](argv)
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_message(exc)}", file=sys.stderr)
         return 2
+
+
+def cli_message(exc: HarnessError) -> str:
+    """The core's error in the command line's terms: a setting as its flag, missing heads with the command that
+    trains them."""
+    if isinstance(exc, SettingError):
+        return f"--{exc.setting.replace('_', '-')} {exc.problem}"
+    if isinstance(exc, MissingHeads):
+        from harness.run.training import train_command
+
+        return f"{exc}; train them with: {train_command(exc)}"
+    return str(exc)
 
 
 if __name__ == "__main__":

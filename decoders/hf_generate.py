@@ -36,9 +36,7 @@ class HFGenerate(Decoder):
 
     def __init__(self, runner, task=None, cache: str = "dynamic", compile: str = "none", max_cache_len: int = 2048,
                  prompt_lookup_num_tokens: int | None = None, max_matching_ngram_size: int | None = None) -> None:
-        super().__init__(runner, task, cache=cache, compile=compile, max_cache_len=max_cache_len,
-                         prompt_lookup_num_tokens=prompt_lookup_num_tokens,
-                         max_matching_ngram_size=max_matching_ngram_size)
+        super().__init__(runner, task)
         if cache not in ("dynamic", "static"):
             raise HarnessError(f"hf_generate cache must be dynamic or static, got {cache!r}")
         if compile not in COMPILE_OPTIONS:

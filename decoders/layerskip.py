@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 
 from harness.core.decoding import DECODERS
-from harness.core.errors import HarnessError
-from harness.core.heads import ExitHead, HeadsNeed, exit_heads, heads_file, load_heads, train_command
+from harness.core.errors import HarnessError, MissingHeads
+from harness.core.heads import ExitHead, HeadsNeed, exit_heads, heads_file, load_heads
 from harness.core.speculation import DraftVerifyDecoder
 
 TRAINED_EXITS = "adadecode"  # the decoder whose `train-heads` writes exit heads
@@ -33,7 +33,7 @@ class LayerSkip(DraftVerifyDecoder):
 
     def __init__(self, runner, task=None, exit_layer: int = DEFAULT_EXIT_LAYER, speculations: int = 4,
                  exit_head: ExitHead | str | None = None) -> None:
-        super().__init__(runner, task, exit_layer=exit_layer, speculations=speculations, exit_head=exit_head)
+        super().__init__(runner, task)
         if not 0 < exit_layer < runner.n_layers:
             raise HarnessError(f"exit_layer must lie in 1..{runner.n_layers - 1}, got {exit_layer}")
         if speculations < 1:
@@ -56,19 +56,18 @@ class LayerSkip(DraftVerifyDecoder):
             raise HarnessError(f"layerskip exit_head={TRAINED_EXITS!r} needs a task (heads are trained per task); "
                                "pass a task or a heads file's path")
         path = heads_file(self.runner.name, TRAINED_EXITS, self.task) if source == TRAINED_EXITS else Path(source)
-        command = train_command(TRAINED_EXITS, self.task or "TASK", [self.exit_layer])
         if not path.is_file():
-            raise HarnessError(f"no exit head file at {path}; train one with: {command}")
+            raise MissingHeads(f"no exit head file at {path}", TRAINED_EXITS, self.task, (self.exit_layer,))
         heads = exit_heads(load_heads(path)[0], self.runner)
         if self.exit_layer not in heads:
-            raise HarnessError(f"{path} has no exit head at layer {self.exit_layer} (it has {sorted(heads)}); "
-                               f"train one with: {command}")
+            raise MissingHeads(f"{path} has no exit head at layer {self.exit_layer} (it has {sorted(heads)})",
+                               TRAINED_EXITS, self.task, (self.exit_layer,))
         return heads[self.exit_layer]
 
     def _exit_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.runner.logits(hidden if self.exit_head is None else self.exit_head(hidden))
 
-    def _speculate(self, pending, cache, committed, budget):
+    def _draft_and_verify(self, pending, cache, committed, budget):
         runner, exit_layer = self.runner, self.exit_layer
         drafted: list[int] = []
         shallow: list[torch.Tensor] = []  # exit hidden states of pending, d1, ..., reused by verification

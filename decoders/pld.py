@@ -34,7 +34,7 @@ class PromptLookup(DraftVerifyDecoder):
     """Settings: `max_ngram` (3), `min_ngram` (1), `k` (10, the most tokens drafted per round)."""
 
     def __init__(self, runner, task=None, max_ngram: int = 3, min_ngram: int = 1, k: int = 10) -> None:
-        super().__init__(runner, task, max_ngram=max_ngram, min_ngram=min_ngram, k=k)
+        super().__init__(runner, task)
         if not 1 <= min_ngram <= max_ngram:
             raise HarnessError(f"pld needs 1 <= min_ngram <= max_ngram, got min_ngram={min_ngram}, "
                                f"max_ngram={max_ngram}")
@@ -46,7 +46,7 @@ class PromptLookup(DraftVerifyDecoder):
         self._context = list(prompt_ids)  # the prompt, then every token emitted or drafted since
         return super()._generate(prompt_ids, stop, on_first_token)
 
-    def _speculate(self, pending, cache, committed, budget):
+    def _draft_and_verify(self, pending, cache, committed, budget):
         # The first `committed` tokens are in the cache: the prompt, earlier pending tokens and the drafts the
         # verifier accepted (still at their places in `_context`); what follows them was rejected.
         context = self._context[:committed] + [pending]

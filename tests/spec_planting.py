@@ -44,10 +44,10 @@ def planted(decoder_class, reference: list[int], mismatch_depth: int | None):
             self.rounds: list[tuple[int, int, list[int]]] = []  # (committed, pending, lengths)
             return super()._generate(prompt_ids, stop, on_first_token)
 
-        def _speculate(self, pending, cache, committed, budget):
+        def _draft_and_verify(self, pending, cache, committed, budget):
             self.cache = cache
             self.rounds.append((committed, pending, list(cache.lengths)))
-            return super()._speculate(pending, cache, committed, budget)
+            return super()._draft_and_verify(pending, cache, committed, budget)
 
         def _propose(self, logits, position, depth):
             _, confidence = super()._propose(logits, position, depth)

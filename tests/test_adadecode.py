@@ -7,7 +7,7 @@ import torch
 from decoders.adadecode.decoder import AdaDecode
 from decoders.vanilla import Vanilla
 from harness.core.decoding import StopCondition
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, MissingHeads
 from harness.core.heads import ExitHead
 from harness.core.kv_cache import LayeredKVCache
 from tasks.base import encode_prompt
@@ -154,5 +154,5 @@ def test_stops_fall_where_vanilla_stops(runner, cases):
 def test_missing_heads_or_task_is_a_clear_error(runner, tmp_path):
     with pytest.raises(HarnessError, match="needs a task"):
         AdaDecode(runner)
-    with pytest.raises(HarnessError, match="train-heads --decoder adadecode --task nosuchtask"):
+    with pytest.raises(MissingHeads, match="no trained adadecode heads for nosuchtask at"):
         AdaDecode(runner, task="nosuchtask", heads_path=tmp_path / "adadecode-nosuchtask.safetensors")

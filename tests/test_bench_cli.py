@@ -40,7 +40,7 @@ def test_unreachable_hub_names_data():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda():
-    one_line_error(run_cli("--device", "cuda"), "--device cuda", "--device cpu")
+    one_line_error(run_cli("--device", "cuda"), "--device cuda was asked for", "use cpu")
 
 
 def test_negative_limit():

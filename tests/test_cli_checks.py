@@ -25,7 +25,7 @@ def test_the_help_example_setting_is_a_real_one():
 
 def test_a_per_decoder_sampling_setting_is_refused_with_the_run_wide_flag():
     out = run_cli("--decoders", "pld", "--set", "pld.temperature=0.5", *NO_MODEL)
-    one_line_error(out, "pld: temperature is run-wide", "(--temperature)")
+    one_line_error(out, "--temperature is run-wide, not a setting of pld")
 
 
 def test_sweep_grid_keys_are_checked_too():

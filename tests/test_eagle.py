@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from decoders.eagle.decoder import Eagle
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, MissingHeads
 from decoders.eagle.draft import FeatureDraft
 from harness.core.heads import heads_file, load_heads
 from spec_planting import assert_cache_holds_the_full_models_keys, real_prompts, stop_after, vanilla_tokens
@@ -134,7 +134,7 @@ def test_trained_draft_is_stored_loaded_and_gives_vanilla_tokens(runner, cases, 
 
 def test_bad_settings_and_a_missing_draft_are_clear_errors(runner, tmp_path, monkeypatch):
     monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path))
-    with pytest.raises(HarnessError, match="train-heads --decoder eagle --task nosuchtask"):
+    with pytest.raises(MissingHeads, match="no trained eagle heads for nosuchtask at"):
         Eagle(runner, task="nosuchtask")
     with pytest.raises(HarnessError, match="depth, top_k and total_tokens of 1 or more"):
         Eagle(runner, draft=untrained(runner), top_k=0)

@@ -12,7 +12,7 @@ import pytest
 from decoders.adadecode.decoder import AdaDecode
 from harness.core.errors import HarnessError
 from harness.core.heads import read_metadata
-from harness.run.recommended import (MEASURED, best_lossless_point, recommendation, resolve_settings,
+from harness.run.recommended import (best_lossless_point, recommendation, resolve_settings,
                                  store_recommendation)
 from harness.run.training import missing_heads, prepare_heads
 
@@ -43,13 +43,13 @@ def test_missing_heads_are_trained_once_with_the_recipe_and_carry_the_recommenda
     assert [(t["kind"], t["task"], t["recipe"]["prompts"]) for t in trained] == [("adadecode", "gsm8k", 3)]
     path = Path(trained[0]["path"])
     assert path.is_relative_to(private_cache) and read_metadata(path)["layers"] == [24, 26, 28]
-    assert read_metadata(path)["recommended"] == MEASURED[(runner.name, "adadecode")]
+    assert read_metadata(path)["recommended"] == AdaDecode.measured_settings[runner.name]
     assert missing_heads(runner, settings, ["gsm8k"]) == {}
     assert prepare_heads(runner, settings, ["gsm8k"], str(shared_data)) == []  # cached: nothing trained again
 
     used = resolve_settings(runner.name, {"adadecode": {}, "adadecode@gamma=0.5": {"gamma": 0.5}, "vanilla": {}},
                             ["gsm8k"])["gsm8k"]
-    assert used["adadecode"]["settings"] == MEASURED[(runner.name, "adadecode")]["settings"]
+    assert used["adadecode"]["settings"] == AdaDecode.measured_settings[runner.name]["settings"]
     assert used["adadecode"]["source"].startswith("recommended: README") and str(path) in used["adadecode"]["source"]
     assert used["adadecode@gamma=0.5"]["settings"] == {"gamma": 0.5, "exit_layers": "24+28"}
     assert "--set: gamma" in used["adadecode@gamma=0.5"]["source"]

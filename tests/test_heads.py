@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from harness.core.errors import HarnessError
+from harness.core.errors import MissingHeads
 from harness.core.heads import ExitHead, heads_file, load_heads, save_heads
 from harness.core.self_distillation import collect_hidden_states, greedy_continuations
 
@@ -22,9 +22,14 @@ def test_save_load_round_trip_keeps_tensors_and_metadata(tmp_path):
     assert all(torch.equal(loaded[k], tensors[k]) for k in tensors)
 
 
-def test_missing_heads_name_the_training_command(tmp_path):
-    with pytest.raises(HarnessError, match="python run.py train-heads --decoder medusa --task humaneval"):
+def test_missing_heads_say_which_and_the_cli_names_the_training_command(tmp_path):
+    from run import cli_message
+
+    with pytest.raises(MissingHeads, match="no trained medusa heads for humaneval") as caught:
         load_heads(tmp_path / "medusa-humaneval.safetensors")
+    assert "run.py" not in str(caught.value)  # the core names no command line; the CLI does
+    assert cli_message(caught.value).endswith("train them with: python run.py train-heads --decoder medusa "
+                                              "--task humaneval")
 
 
 def test_untrained_exit_head_is_the_logit_lens(runner):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from decoders.layerskip import LayerSkip
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, MissingHeads
 from harness.core.heads import ExitHead, heads_file, save_heads
 from spec_planting import check_planted_round_trip, planted, real_prompts, stop_after, vanilla_tokens
 
@@ -39,9 +39,9 @@ def test_shallow_layers_run_ahead_while_drafting(runner, case):
             seen.append((depth, list(self.cache_ref.lengths), position))
             return super()._propose(logits, position, depth)
 
-        def _speculate(self, pending, cache, committed, budget):
+        def _draft_and_verify(self, pending, cache, committed, budget):
             self.cache_ref = cache
-            return super()._speculate(pending, cache, committed, budget)
+            return super()._draft_and_verify(pending, cache, committed, budget)
 
     Watching(runner, exit_layer=12, speculations=K).generate(prompt, stop_after(runner, 6))
     depth, lengths, position = seen[1]
@@ -94,15 +94,18 @@ def test_exit_head_in_memory(runner, case):
 
 
 def test_missing_exit_head_names_the_training_command(runner, tmp_path, monkeypatch):
+    from run import cli_message
+
     monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path))
     command = "python run.py train-heads --decoder adadecode --task xsum --exit-layers 16"
-    with pytest.raises(HarnessError, match=f"adadecode-xsum.safetensors; train one with: {command}$"):
+    with pytest.raises(MissingHeads, match="adadecode-xsum.safetensors$") as caught:
         LayerSkip(runner, task="xsum", exit_layer=16, exit_head="adadecode")
+    assert cli_message(caught.value).endswith(f"; train them with: {command}")
     path = _heads_file(heads_file(runner.name, "adadecode", "xsum"), runner,
                        {12: torch.eye(runner.hidden_size)})
     assert LayerSkip(runner, task="xsum", exit_layer=12, exit_head="adadecode").exit_head is not None
-    no_layer = f"no exit head at layer 16 \\(it has \\[12\\]\\); train one with: {command}$"
-    with pytest.raises(HarnessError, match=no_layer):
+    with pytest.raises(MissingHeads, match="no exit head at layer 16 \\(it has \\[12\\]\\)$") as caught:
         LayerSkip(runner, task="xsum", exit_layer=16, exit_head=str(path))
+    assert cli_message(caught.value).endswith(f"; train them with: {command}")
     with pytest.raises(HarnessError, match="needs a task"):
         LayerSkip(runner, exit_layer=12, exit_head="adadecode")

@@ -6,7 +6,7 @@ from decoders.medusa.decoder import Medusa
 from decoders.medusa.heads import MedusaHeads, _shifted_targets
 from decoders.vanilla import Vanilla
 from harness.core.decoding import StopCondition
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, MissingHeads
 from harness.core.heads import heads_file, load_heads
 from tasks.base import encode_prompt
 
@@ -112,9 +112,9 @@ def test_tree_deeper_than_the_heads_is_refused(runner):
         Medusa(runner, heads=MedusaHeads(2, runner.hidden_size), tree="default")
 
 
-def test_missing_heads_name_the_training_command(runner, tmp_path, monkeypatch):
+def test_missing_heads_say_which_heads_are_missing(runner, tmp_path, monkeypatch):
     monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path))
-    with pytest.raises(HarnessError, match="train-heads --decoder medusa --task nosuchtask"):
+    with pytest.raises(MissingHeads, match="no trained medusa heads for nosuchtask at"):
         Medusa(runner, task="nosuchtask")
 
 

@@ -46,10 +46,10 @@ class Recording(PromptLookup):
         self.rounds, self.outcomes, self.lookups = [], [], []
         return super()._generate(prompt_ids, stop, on_first_token)
 
-    def _speculate(self, pending, cache, committed, budget):
+    def _draft_and_verify(self, pending, cache, committed, budget):
         self.cache = cache
         self.rounds.append((committed, pending, list(cache.lengths)))
-        drafted, logits = super()._speculate(pending, cache, committed, budget)
+        drafted, logits = super()._draft_and_verify(pending, cache, committed, budget)
         self.lookups.append((committed, budget, drafted))
         return drafted, logits
 

@@ -44,10 +44,11 @@ class Eagle(Decoder):
     exact_on_runner = False  # tree verification: see Decoder.exact_on_runner
 
     samples = True
+    trains_heads = True
 
     def __init__(self, runner: ModelRunner, task: str | None = None, depth: int = 4, top_k: int = 3,
                  total_tokens: int = 4, draft: FeatureDraft | None = None) -> None:
-        super().__init__(runner, task, depth=depth, top_k=top_k, total_tokens=total_tokens)
+        super().__init__(runner, task)
         if min(depth, top_k, total_tokens) < 1:
             raise HarnessError(f"eagle needs depth, top_k and total_tokens of 1 or more, got {depth}, {top_k}, "
                                f"{total_tokens}")

@@ -39,10 +39,11 @@ class Medusa(Decoder):
     exact_on_runner = False  # tree verification: see Decoder.exact_on_runner
 
     samples = True
+    trains_heads = True
 
     def __init__(self, runner: ModelRunner, task: str | None = None,
                  tree: str | list[list[int]] | CandidateTree = "default", heads: MedusaHeads | None = None) -> None:
-        super().__init__(runner, task, tree=tree)
+        super().__init__(runner, task)
         if heads is None:
             if task is None:
                 raise HarnessError("medusa loads heads trained for a task: build it with a task name")

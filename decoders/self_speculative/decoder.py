@@ -21,8 +21,7 @@ class SelfSpeculative(DraftVerifyDecoder):
     def __init__(self, runner, task=None, skip_attention: list[int] | None = None, skip_mlp: list[int] | None = None,
                  max_draft: int = 8, threshold: float = 0.6, target_acceptance: float = 0.8, step: float = 0.01,
                  momentum: float = 0.5) -> None:
-        super().__init__(runner, task, skip_attention=skip_attention, skip_mlp=skip_mlp, max_draft=max_draft,
-                         threshold=threshold, target_acceptance=target_acceptance, step=step, momentum=momentum)
+        super().__init__(runner, task)
         if skip_attention is None and skip_mlp is None:
             self.skip = load_or_search(runner)
         else:
@@ -37,7 +36,7 @@ class SelfSpeculative(DraftVerifyDecoder):
         self.threshold, self.acceptance = self.initial_threshold, self.target_acceptance  # each sample alike
         return super()._generate(prompt_ids, stop, on_first_token)
 
-    def _speculate(self, pending, cache, committed, budget):
+    def _draft_and_verify(self, pending, cache, committed, budget):
         runner, skip = self.runner, self.skip
         drafted: list[int] = []
         token = pending

@@ -16,12 +16,14 @@ import inspect
 import re
 import types
 import typing
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import torch
 
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, SettingError
 from harness.core.heads import HeadsNeed
 from harness.core.kv_cache import LayeredKVCache
 from harness.core.model_runner import ModelRunner
@@ -106,8 +108,12 @@ class Generation:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-class Decoder:
-    """Base class: subclasses implement `_generate` with the runner's primitives."""
+class Decoder(ABC):
+    """Base class: subclasses implement `_generate` with the runner's primitives.
+
+    Optional abilities are declared here and overridden where a decoder has them: `heads_needed` (the trained
+    heads it loads), `trains_heads` with `default_recipe` and `train_heads` (it can train them), `measured_settings`
+    (its best measured settings per model, the default where its heads file stores none)."""
 
     name: ClassVar[str]
     # Whether, on the runner's batch-invariant path (`ModelRunner.exact_chunks`), this decoder computes bit for bit
@@ -116,12 +122,15 @@ class Decoder:
     # is a decoder that computes outside the runner. Parity classification allows those numerical near-ties.
     exact_on_runner: ClassVar[bool] = True
     samples: ClassVar[bool] = False  # True for decoders that accept a sampler (lossless sampling)
+    trains_heads: ClassVar[bool] = False  # True for decoders with `default_recipe` and `train_heads`
+    # model name → {"settings": {...}, "source": where they were measured}
+    measured_settings: ClassVar[dict[str, dict[str, Any]]] = {}
 
-    def __init__(self, runner: ModelRunner, task: str | None = None, **settings: Any) -> None:
-        """`task` names the task the decoder will serve (decoders with trained heads load the heads for it)."""
+    def __init__(self, runner: ModelRunner, task: str | None = None) -> None:
+        """`task` names the task the decoder will serve (decoders with trained heads load the heads for it); a
+        decoder's settings are the typed keyword parameters of its own `__init__` (`declared_settings`)."""
         self.runner = runner
         self.task = task
-        self.settings = settings
         self.sampler: Sampler | None = None  # set by each `generate`
 
     @classmethod
@@ -143,9 +152,21 @@ class Decoder:
         """The next token from the last row of `logits`: its argmax, or a draw from the target distribution."""
         return greedy(logits[-1:]) if self.sampler is None else [self.sampler.sample(logits)]
 
+    @classmethod
+    def default_recipe(cls, runner: ModelRunner) -> dict[str, Any]:
+        """The settings `train_heads` trains with by default, `prompts` among them (decoders that train heads)."""
+        raise NotImplementedError(f"{cls.name} trains no heads")
+
+    @classmethod
+    def train_heads(cls, runner: ModelRunner, task_name: str, prompt_ids_list: list[list[int]],
+                    **settings: Any) -> Path:
+        """Trains the decoder's heads for `task_name` on the training prompts; returns the saved file."""
+        raise NotImplementedError(f"{cls.name} trains no heads")
+
+    @abstractmethod
     def _generate(self, prompt_ids: list[int], stop: StopCondition,
                   on_first_token: Callable[[], None] | None) -> Generation:
-        raise NotImplementedError
+        """Decodes one prompt with the runner's primitives (under `inference_mode`, `self.sampler` set)."""
 
     def new_cache(self, prompt_ids: list[int], stop: StopCondition) -> LayeredKVCache:
         return self.runner.new_cache(len(prompt_ids) + stop.max_new_tokens + CACHE_HEADROOM)
@@ -174,9 +195,8 @@ def check_settings(decoder: type[Decoder], name: str, settings: dict[str, Any]) 
     checked = {}
     for key, value in settings.items():
         if key in RUN_WIDE_SAMPLING and key not in declared:
-            raise HarnessError(f"{name}: {key} is run-wide, not a decoder setting (--{key.replace('_', '-')}): "
-                               "each decoder samples vanilla's distribution, the one its speed-up and distribution "
-                               "check are measured against")
+            raise SettingError(key, f"is run-wide, not a setting of {name}: each decoder samples vanilla's "
+                               "distribution, the one its speed-up and distribution check are measured against")
         if key not in declared:
             raise HarnessError(f"{name} has no setting {key!r}; its settings: {listing}")
         try:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-from harness.core.errors import HarnessError
+from harness.core.errors import MissingHeads
 from harness.core.loading import cache_dir
 from harness.core.model_runner import ModelRunner
 
@@ -37,10 +37,10 @@ def save_heads(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str,
     return path
 
 
-def train_command(kind: str, task: str, exit_layers: list[int] | None = None) -> str:
-    """The command line that trains `kind`'s heads for `task` (at `exit_layers` when given)."""
-    layers = f" --exit-layers {','.join(map(str, exit_layers))}" if exit_layers else ""
-    return f"python run.py train-heads --decoder {kind} --task {task}{layers}"
+def heads_file_parts(path: Path) -> tuple[str, str, str]:
+    """(model folder, kind, task) of a path `heads_file` made."""
+    kind, _, task = Path(path).stem.partition("-")
+    return Path(path).parent.name, kind, task
 
 
 @dataclass(frozen=True)
@@ -63,8 +63,9 @@ class HeadsNeed:
         absent = [layer for layer in self.exit_layers if layer not in held]
         return f"{self.path} has no exit head at layers {absent} (it has {sorted(held)})" if absent else None
 
-    def command(self) -> str:
-        return train_command(self.kind, self.task, list(self.exit_layers) or None)
+    def error(self, why: str) -> MissingHeads:
+        """The error that says these heads are missing (`why`: what `missing` found)."""
+        return MissingHeads(why, self.kind, self.task, self.exit_layers)
 
 
 def read_metadata(path: Path) -> dict[str, Any]:
@@ -74,11 +75,11 @@ def read_metadata(path: Path) -> dict[str, Any]:
 
 
 def load_heads(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Reads a heads file: (tensors on the CPU, metadata). A missing file names the command that trains it."""
+    """Reads a heads file: (tensors on the CPU, metadata). A missing file is a `MissingHeads` error."""
     path = Path(path)
     if not path.is_file():
-        kind, _, task = path.stem.partition("-")
-        raise HarnessError(f"no trained heads at {path}; train them with: {train_command(kind, task)}")
+        _, kind, task = heads_file_parts(path)
+        raise MissingHeads(f"no trained {kind} heads for {task} at {path}", kind, task)
     return load_file(str(path)), read_metadata(path)
 
 

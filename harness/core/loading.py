@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import torch
 
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, SettingError
 from harness.core.model_runner import ModelRunner
 from harness.core.backends.packed_bf16 import packed_path_applies
 
@@ -38,10 +38,10 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise HarnessError("--device cuda was asked for but torch sees no CUDA GPU; use --device cpu "
-                           "or install a CUDA build of torch")
+        raise SettingError("device", f"{device} was asked for but torch sees no CUDA GPU; use cpu, or install a CUDA "
+                           "build of torch")
     if device not in ("cpu",) and not device.startswith("cuda"):
-        raise HarnessError(f"unknown --device {device!r}; use auto, cpu or cuda[:N]")
+        raise SettingError("device", f"{device!r} is unknown; use auto, cpu or cuda[:N]")
     return torch.device(device)
 
 
@@ -52,7 +52,7 @@ def resolve_dtype(dtype: str, device: torch.device | None = None) -> torch.dtype
         device = device if device is not None else torch.device("cpu")
         return torch.bfloat16 if packed_path_applies(device, torch.bfloat16) else torch.float32
     if dtype not in DTYPES:
-        raise HarnessError(f"unknown --dtype {dtype!r}; use auto or one of {', '.join(DTYPES)}")
+        raise SettingError("dtype", f"{dtype!r} is unknown; use auto or one of {', '.join(DTYPES)}")
     return DTYPES[dtype]
 
 
@@ -119,8 +119,8 @@ def check_sliding_window(config: Any, model: str, max_context: int | None) -> No
         return
     need = "an unknown number of" if max_context is None else f"up to {max_context}"
     raise HarnessError(f"model {model!r} uses sliding-window attention ({window} positions), which the runner does "
-                       f"not implement; this run needs {need} positions (prompt + generation): lower --limit or "
-                       f"--max-new-tokens to fit in {window}, or use a model without a sliding window")
+                       f"not implement; this run needs {need} positions (prompt + generation): use fewer samples or a smaller "
+                       f"generation budget to fit in {window}, or a model without a sliding window")
 
 
 def load_runner(model: str = EMBEDDED_MODEL, dtype: str = "auto", device: str = "auto",
@@ -145,7 +145,7 @@ def load_runner(model: str = EMBEDDED_MODEL, dtype: str = "auto", device: str = 
         hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     except OSError as exc:
         raise HarnessError(f"cannot load model {model!r} ({str(exc).splitlines()[0]}); without the hub, pass a local "
-                           f"checkpoint folder or a .gguf file, or use the embedded default --model {EMBEDDED_MODEL}") from exc
+                           f"checkpoint folder or a .gguf file, or the embedded default model {EMBEDDED_MODEL!r}") from exc
     hf_model.to(torch_device)
     name = "SmolLM2-135M-Instruct" if model in (EMBEDDED_MODEL, "", None) else model
     return ModelRunner(hf_model, tokenizer, name=name)

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
-from harness.core.errors import HarnessError
+from harness.core.errors import SettingError
 
 
 @dataclass(frozen=True)
@@ -34,11 +34,11 @@ class Sampling:
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:
-            raise HarnessError(f"--temperature must be 0 (greedy) or more, got {self.temperature}")
+            raise SettingError("temperature", f"must be 0 (greedy) or more, got {self.temperature}")
         if not 0 < self.top_p <= 1:
-            raise HarnessError(f"--top-p must lie in (0, 1], got {self.top_p}")
+            raise SettingError("top_p", f"must lie in (0, 1], got {self.top_p}")
         if self.top_k < 0:
-            raise HarnessError(f"--top-k must be 0 (no cut) or more, got {self.top_k}")
+            raise SettingError("top_k", f"must be 0 (no cut) or more, got {self.top_k}")
 
     @property
     def greedy(self) -> bool:

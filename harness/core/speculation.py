@@ -56,11 +56,11 @@ class SpeculationStats:
 
 
 class DraftVerifyDecoder(Decoder):
-    """The draft → verify → accept → roll back loop; subclasses supply `_speculate`."""
+    """The draft → verify → accept → roll back loop; subclasses supply `_draft_and_verify`."""
 
     samples = True
 
-    def _speculate(self, pending: int, cache: LayeredKVCache, committed: int,
+    def _draft_and_verify(self, pending: int, cache: LayeredKVCache, committed: int,
                    budget: int) -> tuple[list[int], torch.Tensor]:
         """Drafts at most `budget` tokens after `pending` and verifies them: (drafts, full-model logits for
         pending + drafts). May leave any slots beyond `committed` in the cache; the loop crops them."""
@@ -87,7 +87,7 @@ class DraftVerifyDecoder(Decoder):
         committed = len(prompt_ids)
         while not sink.add(emitted):
             budget = stop.max_new_tokens - len(sink.tokens) - 1  # the bonus token always comes on top
-            drafted, logits = self._speculate(emitted[-1], cache, committed, budget)
+            drafted, logits = self._draft_and_verify(emitted[-1], cache, committed, budget)
             emitted = accept_chain(drafted, logits, self.sampler)
             committed += len(emitted)  # pending + the accepted drafts now hold valid slots; the bonus is pending
             cache.crop(committed)

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from harness.core.decoding import DECODERS
+from harness.core.heads import heads_file_parts
 from harness.core.loading import EMBEDDED_PACKAGE, cache_dir
 from harness.core.backends.packed_bf16 import packed_path_applies
 from harness.measure.device_info import describe_device
@@ -134,10 +136,13 @@ def model_cache() -> Check:
 def trained_heads() -> Check:
     found: dict[str, dict[str, list[str]]] = {}
     for path in sorted((cache_dir() / "heads").glob("*/*.safetensors")):
-        kind, _, task = path.stem.partition("-")
-        found.setdefault(path.parent.name, {}).setdefault(kind, []).append(task)
+        model, kind, task = heads_file_parts(path)
+        found.setdefault(model, {}).setdefault(kind, []).append(task)
     if not found:
-        return Check(WARN, f"no trained heads in {cache_dir() / 'heads'}: adadecode and medusa need them",
+        import decoders  # noqa: F401  (registers the decoders)
+
+        trained = ", ".join(name for name in DECODERS.names() if DECODERS.get(name).trains_heads)
+        return Check(WARN, f"no trained heads in {cache_dir() / 'heads'}: {trained} need them",
                      "python run.py train-heads --decoder adadecode --task xsum --data ../shared/data")
     listing = "; ".join(f"{model}: " + ", ".join(f"{kind} ({', '.join(tasks)})" for kind, tasks in kinds.items())
                         for model, kinds in found.items())

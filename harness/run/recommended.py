@@ -16,20 +16,10 @@ from harness.core.errors import HarnessError
 from harness.core.heads import read_metadata, update_metadata
 from harness.schema import base_decoder
 
-# Measured best settings per (model, decoder): the README's AdaDecode section (updated when re-measured).
-MEASURED: dict[tuple[str, str], dict[str, Any]] = {
-    ("SmolLM2-135M-Instruct", "adadecode"): {
-        "settings": {"gamma": 0.85, "exit_layers": "24+28"},
-        "source": "README's bf16 measurements (SmolLM2-135M, 2-core AVX512-BF16 CPU, packed bf16 runner): sweep of "
-                  "gamma 0.7/0.85/0.95 x exits 16+24, 20+28, 24+28, 12+20+28, 4 samples x 96 tokens per task; gamma "
-                  "0.85 with exits 24 and 28 was fastest on humaneval and within 1 % of the fastest on xsum"},
-}
-
-
 def recommendation(model_name: str, decoder: str, task: str, explicit: dict[str, Any] | None = None
                    ) -> dict[str, Any] | None:
     """{"settings", "source"} for the registered `decoder` on `task`, when it loads its own trained heads with the
-    `explicit` settings: its heads file's recommendation, else the measured table's; None otherwise."""
+    `explicit` settings: its heads file's recommendation, else the decoder's measured settings for the model; None otherwise."""
     need = DECODERS.get(decoder).heads_needed(model_name, task, explicit or {})
     if need is None or need.kind != decoder:
         return None
@@ -37,7 +27,7 @@ def recommendation(model_name: str, decoder: str, task: str, explicit: dict[str,
         stored = read_metadata(need.path).get("recommended")
         if stored:
             return {**stored, "source": f"{stored['source']} (stored with the heads in {need.path})"}
-    return MEASURED.get((model_name, decoder))
+    return DECODERS.get(decoder).measured_settings.get(model_name)
 
 
 def resolve_settings(model_name: str, settings: dict[str, dict], task_names: list[str]

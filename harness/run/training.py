@@ -16,10 +16,9 @@ from typing import Any
 import torch
 
 from harness.core.decoding import DECODERS
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, MissingHeads
 from harness.core.heads import HeadsNeed
 from harness.core.model_runner import ModelRunner
-from harness.run.recommended import MEASURED
 from harness.schema import base_decoder
 from tasks.base import Task, build_task, encode_prompt
 
@@ -27,8 +26,8 @@ from tasks.base import Task, build_task, encode_prompt
 def trainable_decoder(name: str) -> type:
     """The decoder class, if it has heads to train (checked before the model loads)."""
     decoder = DECODERS.get(name)
-    if not hasattr(decoder, "train_heads"):
-        with_heads = [n for n in DECODERS.names() if hasattr(DECODERS.get(n), "train_heads")]
+    if not decoder.trains_heads:
+        with_heads = [n for n in DECODERS.names() if DECODERS.get(n).trains_heads]
         raise HarnessError(f"decoder {name!r} has no heads to train; pick one of: {', '.join(with_heads)}")
     return decoder
 
@@ -56,7 +55,7 @@ def train_heads(runner: ModelRunner, decoder_name: str, task_name: str, n_prompt
     prompt_ids = [encode_prompt(p, runner.tokenizer, task.use_chat_template) for p in prompts]
     metadata = {"data": {"task": task_name, "training_prompts": len(prompts),
                          "rows": training_rows(task, len(prompts)), "data": data}}
-    measured = MEASURED.get((runner.name, decoder_name))
+    measured = decoder.measured_settings.get(runner.name)
     if measured:  # the setting measured fastest with heads of this recipe travels with the heads
         metadata["recommended"] = measured
     return decoder.train_heads(runner, task_name, prompt_ids, metadata=metadata, **settings)
@@ -101,7 +100,7 @@ def prepare_heads(runner: ModelRunner, settings: dict[str, dict], task_names: li
     missing = missing_heads(runner, settings, task_names)
     if missing and refuse:
         need, why = next(iter(missing.items()))
-        raise HarnessError(f"{why}; train them with: {need.command()} ({refuse})")
+        raise HarnessError(f"{why}; train them with: {train_command(need.error(why))} ({refuse})")
     trained = []
     for need in missing:
         recipe = dict(DECODERS.get(need.kind).default_recipe(runner))
@@ -129,3 +128,9 @@ def prepare_heads(runner: ModelRunner, settings: dict[str, dict], task_names: li
         trained.append({"kind": need.kind, "task": need.task, "path": str(path), "seconds": round(seconds, 1),
                         "recipe": {"prompts": n_prompts, **recipe}, "rows": rows})
     return trained
+
+
+def train_command(missing: MissingHeads) -> str:
+    """The command line that trains the missing heads (at their exit layers when the error names some)."""
+    layers = f" --exit-layers {','.join(map(str, missing.exit_layers))}" if missing.exit_layers else ""
+    return f"python run.py train-heads --decoder {missing.kind} --task {missing.task or 'TASK'}{layers}"

@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 import decoders  # noqa: F401  (registers the decoders)
 from harness.core.decoding import DECODERS, Decoder, StopCondition, check_settings
+from harness.core.errors import HarnessError, MissingHeads
 from harness.core.loading import load_runner
 from harness.core.model_runner import ModelRunner
 from harness.core.sampling import Sampler, Sampling
@@ -150,7 +151,12 @@ class FastDecodeLM(TemplateLM):
         task = self.task or task
         if (name, task) not in self._decoders:
             settings = self.decoder_settings if name == self.decoder_class.name else {}
-            self._decoders[name, task] = DECODERS.get(name)(self.runner, task=task, **settings)
+            try:
+                self._decoders[name, task] = DECODERS.get(name)(self.runner, task=task, **settings)
+            except MissingHeads as exc:
+                raise HarnessError(f"{exc}; train them with `python run.py train-heads --decoder {exc.kind} --task "
+                                   f"{exc.task or 'TASK'}` (model_args task= names the heads' task, default the "
+                                   "lm-eval task's name)") from None
         return self._decoders[name, task]
 
     def _sampling(self, settings: dict[str, Any], gen_kwargs: dict[str, Any]) -> Sampling:
