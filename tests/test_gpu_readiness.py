@@ -2,7 +2,7 @@
 device and errors, the runner's own device for peaks and events, host syncs per decision, sliding windows."""
 import shutil
 import sys
-import time
+import threading
 import types
 from contextlib import nullcontext
 from pathlib import Path
@@ -50,9 +50,10 @@ class FakeNvml(types.ModuleType):
     class NVMLError(Exception):
         pass
 
-    def __init__(self, utilisation_fails=False):
+    def __init__(self, utilisation_fails=False, enough_queries=5):
         super().__init__("pynvml")
         self.utilisation_fails = utilisation_fails
+        self.memory_queries, self.enough_queries, self.queried_enough = 0, enough_queries, threading.Event()
 
     def nvmlInit(self):
         pass
@@ -64,6 +65,9 @@ class FakeNvml(types.ModuleType):
         return {"GPU-aaaa": "gpu0", "GPU-bbbb": "gpu1"}[uuid]
 
     def nvmlDeviceGetMemoryInfo(self, handle):
+        self.memory_queries += 1
+        if self.memory_queries >= self.enough_queries:
+            self.queried_enough.set()
         return types.SimpleNamespace(used=1000 if handle == "gpu1" else 5)
 
     def nvmlDeviceGetUtilizationRates(self, handle):
@@ -79,12 +83,13 @@ def test_nvml_finds_the_gpu_torch_uses_by_its_uuid(monkeypatch):
 
 
 def test_the_sampler_keeps_sampling_memory_when_utilisation_fails(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "pynvml", FakeNvml(utilisation_fails=True))
+    nvml = FakeNvml(utilisation_fails=True)
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
     sampler = telemetry.NvmlSampler("gpu1", interval_s=0.001)
     sampler.start()
-    time.sleep(0.05)
-    samples = sampler.stop()
-    assert len(samples) > 3 and all(s[1] == 1000 and s[2] is None for s in samples)
+    assert nvml.queried_enough.wait(timeout=30), "the sampler stopped querying memory"  # no fixed sleep: no race
+    samples = sampler.stop()  # joins the thread, which appends the sample it was taking first
+    assert len(samples) >= nvml.enough_queries and all(s[1] == 1000 and s[2] is None for s in samples)
     assert capsys.readouterr().err.count("utilisation query failed") == 1
 
 

@@ -50,14 +50,26 @@ def test_matches_are_exact_and_length_differences_are_mismatches(runner, case):
     assert parity.check(runner, True, prompt, reference[:-3], reference)["class"] == "mismatch"
 
 
-def test_the_exact_bf16_path_allows_no_near_tie_except_outside_the_runner(runner_bf16, runner, monkeypatch):
-    assert parity.near_tie_margin(runner_bf16, exact_on_runner=True) == 0.0
-    assert parity.near_tie_margin(runner_bf16, exact_on_runner=False) == parity.NEAR_TIE_MARGIN[torch.bfloat16]
+class ExactRunner:
+    """A stand-in for the packed bf16 runner: all `near_tie_margin` and `check` read of it (no bf16 hardware)."""
+    exact_chunks, dtype = True, torch.bfloat16
+
+
+def test_the_exact_bf16_path_allows_no_near_tie_except_outside_the_runner(runner, monkeypatch):
+    exact = ExactRunner()
+    assert parity.near_tie_margin(exact, exact_on_runner=True) == 0.0
+    assert parity.near_tie_margin(exact, exact_on_runner=False) == parity.NEAR_TIE_MARGIN[torch.bfloat16]
     monkeypatch.setattr(parity, "reference_margin", lambda *args: 0.0)  # an exact tie in the reference's logits
     tie = ([1, 2], [3, 4, 5], [3, 9, 5])
-    assert parity.check(runner_bf16, True, *tie)["class"] == "mismatch"  # identical arithmetic cannot break a tie
-    assert parity.check(runner_bf16, False, *tie)["class"] == "near_tie"
+    assert parity.check(exact, True, *tie)["class"] == "mismatch"  # identical arithmetic cannot break a tie
+    assert parity.check(exact, False, *tie)["class"] == "near_tie"
     assert parity.check(runner, True, *tie)["class"] == "near_tie"  # float32 eager: chunks differ in the last bits
+    monkeypatch.setattr(parity, "reference_margin", lambda *args: 1e-6)  # the smallest gap is a bug there too
+    assert parity.check(exact, True, *tie)["class"] == "mismatch"
+
+
+def test_the_stand_in_says_what_the_packed_runner_says(runner_bf16):
+    assert (runner_bf16.exact_chunks, runner_bf16.dtype) == (ExactRunner.exact_chunks, ExactRunner.dtype)
 
 
 def test_counts_read_old_rows_without_a_class():

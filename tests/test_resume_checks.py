@@ -4,12 +4,15 @@ import json
 import pytest
 import torch
 
+import decoders  # noqa: F401  (registers the decoders)
 import tasks  # noqa: F401  (registers the tasks)
 from report_rows import result_row, write_run
 from reports.run_files import load_run
 from reports.summary import format_summary
+from decoders.adadecode.decoder import AdaDecode
 from harness.core.errors import HarnessError
 from harness.run.meta import environment, write_meta
+from harness.run.recommended import resolve_settings
 from tasks.base import TASKS
 
 
@@ -77,3 +80,40 @@ def test_the_summary_prints_parity_as_a_count(tmp_path):
     rows += [result_row("fast", "t", i, 10, 1.0, match=i != 7) for i in range(200)]
     run = load_run(write_run(tmp_path / "run", rows))
     assert "parity 199 exact / 0 near-tie / 1 mismatch" in format_summary(run.rows, run.meta)
+
+
+def _settings_meta(model, explicit, task="gsm8k"):
+    """A run's meta with the decoder settings as run.py records them: given (`--set`) and used per task."""
+    return {**_meta({}), "model": model, "decoder_settings": explicit,
+            "settings_used": resolve_settings(model, explicit, [task])}
+
+
+@pytest.fixture
+def no_heads(tmp_path, monkeypatch):
+    """An empty cache: no heads file holds a recommendation, so the measured table's is used."""
+    monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "run"
+
+
+def test_a_resume_with_other_given_settings_is_refused(no_heads):
+    out, model = no_heads, "SmolLM2-135M-Instruct"
+    out.mkdir()
+    write_meta(out, _settings_meta(model, {"layerskip": {"exit_layer": 12}, "vanilla": {}}))
+    write_meta(out, _settings_meta(model, {"layerskip": {"exit_layer": 12}, "vanilla": {}}))  # the same resumes
+    for changed in ({"exit_layer": 16}, {}, {"exit_layer": 12, "speculations": 2}):
+        with pytest.raises(HarnessError, match="holds layerskip rows made with"):
+            write_meta(out, _settings_meta(model, {"layerskip": changed, "vanilla": {}}))
+
+
+def test_a_resume_under_another_recommendation_is_refused(no_heads, monkeypatch):
+    """The recommendation changed between the runs (a re-measured table, or `sweep --recommend` stored another)."""
+    out, model = no_heads, "SmolLM2-135M-Instruct"
+    out.mkdir()
+    write_meta(out, _settings_meta(model, {"adadecode": {}}))
+    write_meta(out, _settings_meta(model, {"adadecode": {}}))
+    monkeypatch.setitem(AdaDecode.measured_settings, model, {"settings": {"gamma": 0.95, "exit_layers": "24+28"},
+                                                             "source": "a later measurement"})
+    with pytest.raises(HarnessError, match="holds adadecode rows on gsm8k made with .*'gamma': 0.85.*recommended"):
+        write_meta(out, _settings_meta(model, {"adadecode": {}}))
+    assert json.loads((out / "meta.json").read_text())["settings_used"]["gsm8k"]["adadecode"]["settings"]["gamma"] \
+        == 0.85  # the refused run changed nothing

@@ -1,11 +1,14 @@
 """Draft & Verify self-speculation: planted and real drafts give vanilla's tokens with a clean cache; the draft
 threshold adapts to the acceptance rate; the skip-set search and its per-model cache."""
 import json
+import math
 
 import pytest
+import torch
 
 from decoders.self_speculative.decoder import SelfSpeculative
 from decoders.self_speculative.skip_search import SkipSearch, SkipSet, skip_set_file
+from harness.core.random_models import TINY, random_runner
 from spec_planting import check_planted_round_trip, planted, real_prompts, stop_after, vanilla_tokens
 
 NEW_TOKENS = 16
@@ -46,7 +49,7 @@ def test_threshold_rises_when_drafts_fail_and_falls_when_they_pass(runner):
     assert decoder.threshold < 0.5
 
 
-def test_search_keeps_the_best_set_along_its_climb(runner, shared_data):
+def test_the_search_on_the_real_model_keeps_to_its_candidates(runner, shared_data):
     prompt = real_prompts(runner, shared_data, 1)[0]
     expected = vanilla_tokens(runner, prompt, NEW_TOKENS)
     search = SkipSearch(runner, [prompt + expected[:8]], [len(prompt)])
@@ -55,6 +58,28 @@ def test_search_keeps_the_best_set_along_its_climb(runner, shared_data):
     best, speedup, agreement = search.run(candidates, patience=4)
     assert {("attention", i) for i in best.attention} | {("mlp", i) for i in best.mlp} <= set(candidates)
     assert speedup >= search.objective(SkipSet())[0] and agreement == search.agreement(best)
+
+
+# A known landscape on the tiny model (6 layers): each skipped sub-layer keeps this share of the agreement.
+ALONE = {("attention", 1): 0.98, ("mlp", 2): 0.975, ("mlp", 4): 0.9, ("attention", 5): 0.3}
+
+
+class KnownLandscape(SkipSearch):
+    """A search whose agreement is the product of `ALONE` over the skipped sub-layers (no model runs)."""
+
+    def agreement(self, skip: SkipSet) -> float:
+        self.evaluations += 1
+        return math.prod([ALONE["attention", i] for i in skip.attention] + [ALONE["mlp", i] for i in skip.mlp])
+
+
+def test_the_climb_goes_through_a_worse_set_to_the_best_and_keeps_it():
+    """Estimated speed-ups along the climb (attention 1, then mlp 2, mlp 4, attention 5 cumulatively): 1.0 with
+    nothing skipped, then 0.9995, 1.035, 0.938, 0.351; the best is the second set, reached through a worse one."""
+    search = KnownLandscape(random_runner(TINY, torch.float32, torch.device("cpu")), [], [])
+    best, speedup, agreement = search.run(list(ALONE), patience=2)
+    assert best == SkipSet(frozenset({1}), frozenset({2}))
+    assert (speedup, agreement) == search.objective(best) and speedup == pytest.approx(1.0351, abs=1e-4)
+    assert search.run(list(ALONE), patience=1)[0] == SkipSet()  # one worse set in a row ends that climb
 
 
 def test_the_cached_skip_set_is_used(runner, tmp_path, monkeypatch):
