@@ -24,6 +24,7 @@ from harness.core.sampling import Sampling
 
 
 SEED = 0
+MODEL_HELP = "'smollm2' (embedded default), 'qwen2.5-coder-0.5b' (embedded), a hub id, a folder or a .gguf"
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -32,7 +33,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="comma-separated task names; TASK:SUBSET runs one subset (spec_bench:summarization)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples of each task")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override each task's generation budget")
-    p.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a hub id, a folder or a .gguf")
+    p.add_argument("--model", default="smollm2", help=MODEL_HELP)
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a CPU with bf16 hardware, else float32), "
                    "float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -327,7 +328,7 @@ def train_heads_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: the decoder's recipe)")
     p.add_argument("--exit-layers", default=None,
                    help="comma-separated layers for exit heads (default: the decoder's recipe)")
-    p.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a hub id, a folder or a .gguf")
+    p.add_argument("--model", default="smollm2", help=MODEL_HELP)
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a CPU with bf16 hardware, else float32), "
                    "float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
