@@ -362,10 +362,13 @@ def report(argv: list[str]) -> int:
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
     p.add_argument("--sweep-runs", nargs="+", default=(), metavar="RUN_DIR",
                    help="more run folders made with other decoder settings (e.g. gamma), for trade-off curves")
+    p.add_argument("--model-runs", nargs="+", default=(), metavar="RUN_DIR",
+                   help="runs of other models (e.g. --model qwen2.5-coder-0.5b): the model ladder, each decoder's "
+                        "speed-up and statistics on every model side by side")
     args = p.parse_args(argv)
     from reports.render import write_report
 
-    written = write_report(args.run_dir, args.out, tuple(args.sweep_runs))
+    written = write_report(args.run_dir, args.out, tuple(args.sweep_runs), tuple(args.model_runs))
     print(written.markdown.read_text(encoding="utf-8"))
     print(f"report: {written.html} (HTML), {written.markdown}, {written.csv}, {len(written.figures)} figures")
     return 0
