@@ -479,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[command](argv)
     except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        fix = getattr(exc, "install_command", None)  # a missing embedded model (`ModelNotInstalled`)
+        print(f"error: {exc}" + (f"; install it with: {fix}" if fix else ""), file=sys.stderr)
         return 2
 
 

