@@ -19,13 +19,17 @@ import time
 from pathlib import Path
 
 
+from harness.core.embedded import ModelNotInstalled
 from harness.core.errors import HarnessError, MissingHeads, SettingError
 from harness.core.sampling import Sampling
 
 
+MODEL_HELP = "'smollm2' (embedded default), 'qwen2.5-coder-0.5b' (embedded), a hub id, a folder or a .gguf"
+
+
 def add_model_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The model, where it runs and the local data: shared by runs, sweeps and `train-heads`."""
-    p.add_argument("--model", default="smollm2", help="'smollm2' (embedded default), a hub id, a folder or a .gguf")
+    p.add_argument("--model", default="smollm2", help=MODEL_HELP)
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a CPU with bf16 hardware, else float32), "
                    "float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -276,10 +280,13 @@ def report(argv: list[str]) -> int:
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
     p.add_argument("--sweep-runs", nargs="+", default=(), metavar="RUN_DIR",
                    help="more run folders made with other decoder settings (e.g. gamma), for trade-off curves")
+    p.add_argument("--model-runs", nargs="+", default=(), metavar="RUN_DIR",
+                   help="runs of other models (e.g. --model qwen2.5-coder-0.5b): the model ladder, each decoder's "
+                        "speed-up and statistics on every model side by side")
     args = p.parse_args(argv)
     from reports.render import write_report
 
-    written = write_report(args.run_dir, args.out, tuple(args.sweep_runs))
+    written = write_report(args.run_dir, args.out, tuple(args.sweep_runs), tuple(args.model_runs))
     print(written.markdown.read_text(encoding="utf-8"))
     print(f"report: {written.html} (HTML), {written.markdown}, {written.csv}, {len(written.figures)} figures")
     return 0
@@ -399,6 +406,8 @@ def cli_message(exc: HarnessError) -> str:
     trains them."""
     if isinstance(exc, SettingError):
         return f"--{exc.setting.replace('_', '-')} {exc.problem}"
+    if isinstance(exc, ModelNotInstalled):
+        return f"{exc}; install it with: {exc.install_command}"
     if isinstance(exc, MissingHeads):
         from harness.run.training import train_command
 

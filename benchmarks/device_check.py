@@ -4,8 +4,8 @@
     python benchmarks/device_check.py                 # on the GPU: real shapes, a few minutes on one H100
     python benchmarks/device_check.py --dry --out D   # a tiny random model on the CPU, seconds (run by the tests)
 
-Models are random-weight Llama models of real shapes built from hand-written configs (`harness/core/random_models.py`:
-SmolLM2-135M and Llama-3.1-8B), so nothing is downloaded. It measures and checks:
+Models are random-weight models of real shapes built from hand-written configs (`harness/core/random_models.py`:
+SmolLM2-135M and Llama-3.1-8B, and Qwen2.5-Coder-0.5B's Qwen2 for the cost structure), so nothing is downloaded. It measures and checks:
 
 - the cost structure in bf16: a chunk of q = 1, 2, 4, 8, 16 positions through all layers, and the lm head on q
   positions, after a 512-token context (median of repeated runs, CUDA events on a GPU);
@@ -59,8 +59,8 @@ CHUNKS = (1, 2, 4, 8, 16)
 MIB = 2**20
 
 # (cost models, parity model, context, repeats, prompts, prompt length, new tokens) for a GPU and for the dry form
-FULL = {"cost_models": ["smollm2-135m", "llama-3.1-8b"], "parity_model": "smollm2-135m", "context": 512,
-        "repeats": 50, "prompts": 2, "prompt_tokens": 64, "new_tokens": 48}
+FULL = {"cost_models": ["smollm2-135m", "qwen2.5-coder-0.5b", "llama-3.1-8b"], "parity_model": "smollm2-135m",
+        "context": 512, "repeats": 50, "prompts": 2, "prompt_tokens": 64, "new_tokens": 48}
 DRY = {"cost_models": ["tiny"], "parity_model": "tiny", "context": 32, "repeats": 2, "prompts": 1,
        "prompt_tokens": 12, "new_tokens": 10}
 

@@ -19,6 +19,7 @@ import pandas as pd
 
 from harness.schema import REFERENCE_DECODER
 from reports.aggregate import SPEEDUP_MEDIAN, SPEEDUP_TOTALS, quality_metrics, summarize
+from reports.ladder import model_ladder
 from reports.plots import all_figures
 from reports.run_files import Run, load_run
 from reports.spec_bench import category_tables
@@ -223,9 +224,11 @@ def html_page(run: Run, verdicts: pd.DataFrame, found: list[Warning], details: d
             f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-def write_report(run_dir: str | Path, out_dir: str | Path | None = None, sweep_runs: tuple = ()) -> Report:
+def write_report(run_dir: str | Path, out_dir: str | Path | None = None, sweep_runs: tuple = (),
+                 model_runs: tuple = ()) -> Report:
     """Builds the report of a run folder into `out_dir` (default: `<run>/report`); `sweep_runs` are more run
-    folders made with other decoder settings (e.g. γ), for the trade-off curves."""
+    folders made with other decoder settings (e.g. γ), for the trade-off curves; `model_runs` are runs of other
+    models, for the model ladder (`reports.ladder`), the first of the details."""
     run = load_run(run_dir)
     across_runs = settings_sweep([run, *map(load_run, sweep_runs)]) if sweep_runs else pd.DataFrame()
     out = Path(out_dir) if out_dir else run.path / "report"
@@ -234,6 +237,8 @@ def write_report(run_dir: str | Path, out_dir: str | Path | None = None, sweep_r
     verdicts = verdict(run.rows, run.distribution)
     found = warnings(run.rows, verdicts, run.meta)
     details = detail_tables(table, quality_metrics(run.rows)) | category_tables(run.rows)
+    if model_runs:
+        details = {"model ladder": model_ladder([run, *map(load_run, model_runs)])} | details
     if len(across_runs):
         details["settings across runs"] = across_runs.set_index(["run", "task", "variant"])
     figures = all_figures(run.rows, run.path, across_runs)

@@ -24,14 +24,37 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture(scope="session")
-def runner_bf16():
-    """The embedded model in bfloat16 on the runner's batch-invariant packed path (CPUs with bf16 hardware)."""
-    from harness.core.loading import load_runner
+def _packed(build):
     from harness.core.backends.packed_bf16 import cpu_has_bf16_hardware
 
     if not cpu_has_bf16_hardware():
         pytest.skip("this CPU has no bf16 hardware (AVX512-BF16 or AMX): the packed bf16 path does not apply")
-    runner = load_runner("smollm2", "bfloat16", "cpu")
+    runner = build()
     assert runner.exact_chunks
     return runner
+
+
+@pytest.fixture(scope="session")
+def runner_bf16():
+    """The embedded model in bfloat16 on the runner's batch-invariant packed path (CPUs with bf16 hardware)."""
+    from harness.core.loading import load_runner
+
+    return _packed(lambda: load_runner("smollm2", "bfloat16", "cpu"))
+
+
+@pytest.fixture(scope="session")
+def qwen():
+    """A random-weight Qwen2 of Qwen2.5-Coder-0.5B's shape ratios (`harness.core.random_models.TINY_QWEN2`), float32."""
+    from harness.core.random_models import TINY_QWEN2, random_runner
+
+    return random_runner(TINY_QWEN2, name="tiny-qwen2")
+
+
+@pytest.fixture(scope="session")
+def qwen_bf16():
+    """The random Qwen2 in bfloat16 on the packed path (CPUs with bf16 hardware)."""
+    import torch
+
+    from harness.core.random_models import TINY_QWEN2, random_runner
+
+    return _packed(lambda: random_runner(TINY_QWEN2, torch.bfloat16, name="tiny-qwen2"))

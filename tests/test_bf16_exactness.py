@@ -22,7 +22,12 @@ from harness.core.heads import ExitHead
 from spec_planting import real_prompts, stop_after, vanilla_tokens
 
 CONTEXT = 40
-VOCAB = 49152
+
+
+@pytest.fixture(params=["runner_bf16", "qwen_bf16"])
+def packed_runner(request):
+    """The embedded SmolLM2 (Llama) and the random Qwen2 (q/k/v biases, 7:1 grouped heads), both on the packed path."""
+    return request.getfixturevalue(request.param)
 
 
 def _context_cache(runner, context, extra=80):
@@ -51,11 +56,11 @@ def _one_position_path(runner, context, path_tokens, positions=None):
 
 @torch.inference_mode()
 @pytest.mark.parametrize("q", range(1, 9))
-def test_a_causal_chunk_equals_one_position_forwards_at_every_layer(runner_bf16, q):
-    runner = runner_bf16
+def test_a_causal_chunk_equals_one_position_forwards_at_every_layer(packed_runner, q):
+    runner, vocab = packed_runner, packed_runner.config.vocab_size
     gen = torch.Generator().manual_seed(q)
-    context = torch.randint(0, VOCAB, (CONTEXT,), generator=gen).tolist()
-    tokens = torch.randint(0, VOCAB, (q,), generator=gen).tolist()
+    context = torch.randint(0, vocab, (CONTEXT,), generator=gen).tolist()
+    tokens = torch.randint(0, vocab, (q,), generator=gen).tolist()
     chunk_cache = _context_cache(runner, context)
     chunk = _layer_by_layer(runner, runner.embed(tokens), chunk_cache)
     for j in range(q):
@@ -70,11 +75,12 @@ def test_a_causal_chunk_equals_one_position_forwards_at_every_layer(runner_bf16,
 
 
 @torch.inference_mode()
-def test_shallow_layers_ahead_and_deep_layers_catching_up_give_vanilla_bits(runner_bf16):
+def test_shallow_layers_ahead_and_deep_layers_catching_up_give_vanilla_bits(packed_runner):
     """AdaDecode's schedule: each layer's chunk starts after a different number of valid slots."""
-    runner, split, ahead = runner_bf16, 11, 5
+    runner, ahead = packed_runner, 5
+    split = runner.n_layers // 3 + 1  # 11 of SmolLM2's 30 layers, 3 of the random Qwen's 6
     gen = torch.Generator().manual_seed(7)
-    ids = torch.randint(0, VOCAB, (CONTEXT + ahead,), generator=gen).tolist()
+    ids = torch.randint(0, runner.config.vocab_size, (CONTEXT + ahead,), generator=gen).tolist()
     reference_cache = _context_cache(runner, ids[:CONTEXT])
     reference = torch.cat([runner.forward([t], reference_cache) for t in ids[CONTEXT:]])
     cache = _context_cache(runner, ids[:CONTEXT])

