@@ -36,6 +36,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a CPU with bf16 hardware, else float32), "
                    "float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--runner", default="fast", choices=["eager", "fast"],
+                   help="fast (default): the static step compiled beneath the runner where the device has it; "
+                   "eager: the runner's eager kernels (the papers' regime); meta.json's kernel_path names it")
     p.add_argument("--data", default=None, help="local data: a folder with <task>/test.jsonl, or a file")
     p.add_argument("--train-rows", type=int, default=None,
                    help="leading rows of each task reserved for training heads, never scored (default: the task's)")
@@ -180,7 +183,7 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
             print(task.split_line(), file=sys.stderr)
     torch.manual_seed(SEED)
     runner = load_runner(args.model, args.dtype, str(device), max_context=lambda tokenizer: longest_sequence(
-        chosen_tasks, tokenizer, args.limit, args.max_new_tokens))
+        chosen_tasks, tokenizer, args.limit, args.max_new_tokens), runner=args.runner)
     names = decoder_order(decoder_names)
     task_names = [t.name for t in chosen_tasks]
     explicit = {n: settings.get(n, {}) for n in names}

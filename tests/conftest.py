@@ -35,3 +35,11 @@ def runner_bf16():
     runner = load_runner("smollm2", "bfloat16", "cpu")
     assert runner.exact_chunks
     return runner
+
+
+@pytest.fixture(scope="session")
+def runner_bf16_fast(runner_bf16):
+    """The same model on the fast runner: the static step compiled beneath the packed bf16 path."""
+    from harness.core.model_runner import ModelRunner
+
+    return ModelRunner(runner_bf16.model, runner_bf16.tokenizer, runner_bf16.name, runner="fast")

@@ -23,6 +23,12 @@ CONTEXT = 40
 VOCAB = 49152
 
 
+@pytest.fixture(params=["eager", pytest.param("fast", marks=pytest.mark.slow)])
+def exact_runner(request):
+    """The packed bf16 runner, eager and compiled (`--runner fast`; slow: it compiles every bucket)."""
+    return request.getfixturevalue("runner_bf16" if request.param == "eager" else "runner_bf16_fast")
+
+
 def _context_cache(runner, context, extra=80):
     cache = runner.new_cache(len(context) + extra)
     runner.forward(context, cache)
@@ -49,8 +55,8 @@ def _one_position_path(runner, context, path_tokens, positions=None):
 
 @torch.inference_mode()
 @pytest.mark.parametrize("q", range(1, 9))
-def test_a_causal_chunk_equals_one_position_forwards_at_every_layer(runner_bf16, q):
-    runner = runner_bf16
+def test_a_causal_chunk_equals_one_position_forwards_at_every_layer(exact_runner, q):
+    runner = exact_runner
     gen = torch.Generator().manual_seed(q)
     context = torch.randint(0, VOCAB, (CONTEXT,), generator=gen).tolist()
     tokens = torch.randint(0, VOCAB, (q,), generator=gen).tolist()
@@ -68,9 +74,9 @@ def test_a_causal_chunk_equals_one_position_forwards_at_every_layer(runner_bf16,
 
 
 @torch.inference_mode()
-def test_shallow_layers_ahead_and_deep_layers_catching_up_give_vanilla_bits(runner_bf16):
+def test_shallow_layers_ahead_and_deep_layers_catching_up_give_vanilla_bits(exact_runner):
     """AdaDecode's schedule: each layer's chunk starts after a different number of valid slots."""
-    runner, split, ahead = runner_bf16, 11, 5
+    runner, split, ahead = exact_runner, 11, 5
     gen = torch.Generator().manual_seed(7)
     ids = torch.randint(0, VOCAB, (CONTEXT + ahead,), generator=gen).tolist()
     reference_cache = _context_cache(runner, ids[:CONTEXT])
@@ -101,8 +107,8 @@ def _decoders(runner) -> dict:
 
 
 @pytest.mark.parametrize("name", ["adadecode", "layerskip", "self_speculative", "pld"])
-def test_every_causal_chunk_decoder_equals_vanilla_token_for_token_in_bf16(runner_bf16, shared_data, name):
-    runner = runner_bf16
+def test_every_causal_chunk_decoder_equals_vanilla_token_for_token_in_bf16(exact_runner, shared_data, name):
+    runner = exact_runner
     decoder = _decoders(runner)[name]()
     drafted = 0
     for prompt in real_prompts(runner, shared_data, 4):
@@ -113,10 +119,10 @@ def test_every_causal_chunk_decoder_equals_vanilla_token_for_token_in_bf16(runne
 
 
 @pytest.mark.parametrize("name", ["adadecode", "layerskip", "self_speculative", "medusa", "pld", "eagle"])
-def test_every_decoder_allocates_vanillas_cache_length(runner_bf16, shared_data, name, monkeypatch):
+def test_every_decoder_allocates_vanillas_cache_length(exact_runner, shared_data, name, monkeypatch):
     """The packed path's bits depend on the cache buffer's length (its reductions run over all of it), so every
     decoder allocates vanilla's."""
-    runner = runner_bf16
+    runner = exact_runner
     lengths, allocate = [], runner.new_cache
     monkeypatch.setattr(runner, "new_cache", lambda max_len: lengths.append(max_len) or allocate(max_len))
     prompt = real_prompts(runner, shared_data, 1)[0]

@@ -116,7 +116,7 @@ def new_chunk_inputs(bucket: int, device: torch.device) -> ChunkInputs:
                        torch.zeros(bucket, bucket, dtype=torch.bool, device=device), torch.zeros(1, **long))
 
 
-def _visibility_mask(past: torch.Tensor, inputs: ChunkInputs, slots: int) -> torch.Tensor:
+def visibility_mask(past: torch.Tensor, inputs: ChunkInputs, slots: int) -> torch.Tensor:
     """Additive mask [B, slots]: 0 where a row may attend, -inf elsewhere (padded rows see only the scratch slot)."""
     rows = inputs.inner.shape[0]
     slot = torch.arange(slots, device=past.device)[None]
@@ -144,7 +144,7 @@ def attention_step(x: torch.Tensor, w: LayerWeights, k_buf: torch.Tensor, v_buf:
     write = torch.where(row < inputs.n_real, past + row, slots - 1)
     k_buf.index_copy_(1, write, k.transpose(0, 1))
     v_buf.index_copy_(1, write, v.transpose(0, 1))
-    mask = _visibility_mask(past, inputs, slots)
+    mask = visibility_mask(past, inputs, slots)
     group = heads // kv_heads
     grouped = q.reshape(rows, kv_heads, group, dim).permute(1, 2, 0, 3).reshape(kv_heads, group * rows, dim)
     scores = torch.matmul(grouped, k_buf.transpose(1, 2)).view(kv_heads, group, rows, slots).float()
