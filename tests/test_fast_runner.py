@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+from harness.core.cuda_graphs import CapturedStack
 from harness.core.kv_cache import LayeredKVCache
 from harness.core.static_stack import SCRATCH_SLOTS, StaticStack, packed_weights
 from harness.core.static_step import PACKED_OPS, fill_chunk_inputs, new_chunk_inputs, visibility_mask
@@ -102,3 +103,37 @@ def test_every_decoder_runs_on_the_compiled_step_and_a_second_pass_compiles_noth
                 if name not in ("medusa", "eagle"):  # tree verifiers are not exact (packed_bf16.py)
                     assert tokens == vanilla_tokens(runner, prompt, 24), name
     assert counters["stats"]["unique_graphs"] == graphs
+
+
+def _eager_capture(fn):
+    """A stand-in for `cuda_capture` on a CPU: replaying re-runs fn into the captured output."""
+    out = fn()
+    return lambda: out.copy_(fn()), out
+
+
+@torch.inference_mode()
+def test_captured_ranges_replay_the_static_steps_bits_copy_out_and_stay_bounded(runner_bf16):
+    """The CUDA-graph bookkeeping with an eager stand-in for capture: which key is captured when, static inputs
+    refilled before each replay, outputs copied out, at most `limit` graphs."""
+    runner = runner_bf16
+    plain = _uncompiled_stack(runner)
+    captured = CapturedStack(runner, plain.weights, PACKED_OPS, lambda kind, bucket: kind, runner.eager_layers,
+                             "test", capture=_eager_capture, limit=2)
+    runner.new_cache(80 + SCRATCH_SLOTS)
+    caches = [LayeredKVCache(runner.n_layers, runner.n_kv_heads, runner.head_dim, 80, runner.dtype, runner.device,
+                             SCRATCH_SLOTS) for _ in range(2)]
+    for cache in caches:
+        runner.forward(CONTEXT, cache)
+    run = {"plain": plain, "captured": captured}
+    outputs = {name: [] for name in run}
+    for step, token in enumerate([3, 4, 5, 6]):
+        for (name, stack), cache in zip(run.items(), caches):
+            outputs[name].append(stack.run_layers(runner.embed([token]), cache, 0, 20, None, None, frozenset(),
+                                                  frozenset()))
+        assert len(captured.graphs) == (0 if step == 0 else 1)  # the second call captures, later ones replay
+    assert all(torch.equal(a, b) for a, b in zip(outputs["plain"], outputs["captured"]))
+    assert caches[0].lengths == caches[1].lengths
+    for start in (20, 25, 28):  # three more ranges, each run twice: the oldest graphs are dropped
+        for _ in range(2):
+            captured.run_layers(runner.embed([7]), caches[1], start, 30, None, None, frozenset(), frozenset())
+    assert len(captured.graphs) == 2 and [key[2] for key in captured.graphs] == [25, 28]

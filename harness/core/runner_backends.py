@@ -2,12 +2,14 @@
 
 `eager`: the packed bf16 path on CPUs with bf16 hardware (`packed_bf16.py`), the model's own modules elsewhere.
 `fast`: the static step (`static_step.py`, `static_stack.py`) beneath it, compiled on a CPU (`compiled_cpu.py`,
-on the packed weights where they apply, else on the model's); on other devices, and for layers the static step
-does not cover (q/k norms), `fast` is the eager runner. Decoders never learn which one runs.
+on the packed weights where they apply, else on the model's), captured in CUDA graphs on a GPU (`cuda_graphs.py`);
+for layers the static step does not cover (q/k norms), `fast` is the eager runner. Decoders never learn which
+one runs.
 """
 from __future__ import annotations
 
 from harness.core.compiled_cpu import CPU_BUCKETS, compile_step
+from harness.core.cuda_graphs import CapturedStack
 from harness.core.static_stack import StaticStack, packed_weights, plain_weights, static_step_applies
 from harness.core.static_step import PACKED_OPS, PLAIN_OPS
 
@@ -16,8 +18,12 @@ RUNNERS = ("eager", "fast")
 
 def fast_backend(runner) -> StaticStack | None:
     """The fast backend for this runner's device and dtype, or None where the eager runner is the fastest there is."""
-    if runner.device.type != "cpu" or not static_step_applies(runner):
+    if runner.device.type not in ("cpu", "cuda") or not static_step_applies(runner):
         return None
+    if runner.device.type == "cuda":
+        return CapturedStack(runner, [plain_weights(layer) for layer in runner.layers], PLAIN_OPS,
+                             lambda kind, bucket: kind, runner.eager_layers, "cuda-captured (CUDA graphs of the "
+                             "static step per layer range and bucket; not batch-invariant)", split_long_chunks=False)
     packed = runner._packed
     if packed is not None:
         return StaticStack(runner, [packed_weights(layer) for layer in packed.layers], PACKED_OPS, compile_step,

@@ -2,7 +2,7 @@
 
 The steps come from a `make_step(kind, bucket)` given by the backend (`compiled_cpu.py` compiles them); every layer
 of every range reuses them, since a layer's weights and cache buffers are arguments, not constants. Causal chunks
-longer than the largest bucket (prefills, long catch-ups) run as consecutive blocks of that bucket through the
+longer than the largest bucket (prefills, long catch-ups) run, on a CPU, as consecutive blocks of that bucket through the
 whole range: each block's rows then see the earlier blocks' keys in the cache, exactly what the chunk would have
 given them, and every row comes out as it would in a one-position step (the arithmetic is batch-invariant where
 the linears are, see `packed_bf16.py`). Longer chunks with their own mask or positions (trees) run on `fallback`.
@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from harness.core.kv_cache import LayeredKVCache
-from harness.core.static_step import (BUCKETS, LayerSpec, LayerWeights, LinearOps, attention_step, bucket_for,
+from harness.core.static_step import (BUCKETS, ChunkInputs, LayerSpec, LayerWeights, LinearOps, attention_step, bucket_for,
                                       fill_chunk_inputs, full_layer, mlp_step, new_chunk_inputs)
 
 SCRATCH_SLOTS = 1
@@ -63,9 +63,12 @@ class StaticStack:
     spare_slots = SCRATCH_SLOTS
 
     def __init__(self, runner, weights: list[LayerWeights], ops: LinearOps, make_step: Callable[[Callable, int], Callable],
-                 fallback: Callable, kernel_path: str, buckets: tuple[int, ...] = BUCKETS) -> None:
+                 fallback: Callable, kernel_path: str, buckets: tuple[int, ...] = BUCKETS,
+                 split_long_chunks: bool = True) -> None:
+        """`split_long_chunks`: run causal chunks longer than the largest bucket as blocks of it (exact where the
+        arithmetic is batch-invariant) rather than on `fallback` (faster for a prefill where it is not)."""
         self.runner, self.weights, self.ops, self.fallback, self.buckets = runner, weights, ops, fallback, buckets
-        self.kernel_path = kernel_path
+        self.kernel_path, self.split_long_chunks = kernel_path, split_long_chunks
         self.spec = layer_spec(runner)
         self._make_step = make_step
         self._steps: dict[tuple[Callable, int], Callable] = {}
@@ -82,7 +85,7 @@ class StaticStack:
         q, largest = hidden.shape[1], self.buckets[-1]
         if q <= largest:
             return self._run_bucket(hidden, cache, start, end, positions, chunk_mask, skip_attention, skip_mlp)
-        if positions is not None or chunk_mask is not None:
+        if positions is not None or chunk_mask is not None or not self.split_long_chunks:
             return self.fallback(hidden, cache, start, end, positions, chunk_mask, skip_attention, skip_mlp)
         return torch.cat([self._run_bucket(hidden[:, lo:lo + largest], cache, start, end, None, None, skip_attention,
                                            skip_mlp) for lo in range(0, q, largest)], dim=1)
@@ -94,14 +97,22 @@ class StaticStack:
         fill_chunk_inputs(inputs, q, positions, chunk_mask)
         x = hidden.new_zeros(bucket, hidden.shape[2])
         x[:q] = hidden[0]
-        pasts = torch.tensor(cache.lengths, device=hidden.device).unbind()
+        pasts = torch.tensor(cache.lengths, device=hidden.device)
+        for i in range(start, end):
+            if i not in skip_attention:
+                cache.reserve(i, q)
+        return self.layers(x, pasts, inputs, cache, start, end, skip_attention, skip_mlp)[None, :q]
+
+    def layers(self, x: torch.Tensor, pasts: torch.Tensor, inputs: ChunkInputs, cache: LayeredKVCache, start: int,
+               end: int, skip_attention: frozenset[int], skip_mlp: frozenset[int]) -> torch.Tensor:
+        """Padded rows x [B, d] through layers [start, end), each layer's keys/values written after pasts[i]."""
+        bucket, per_layer = x.shape[0], pasts.unbind()
         cos, sin = self.runner.rotary_tables()
         for i in range(start, end):
             kind = KINDS.get((i not in skip_attention, i not in skip_mlp))
             if kind is mlp_step:
                 x = self.step(kind, bucket)(x, self.weights[i], self.spec, self.ops)
             elif kind is not None:
-                cache.reserve(i, q)
-                x = self.step(kind, bucket)(x, self.weights[i], cache.k[i, 0], cache.v[i, 0], pasts[i], inputs,
+                x = self.step(kind, bucket)(x, self.weights[i], cache.k[i, 0], cache.v[i, 0], per_layer[i], inputs,
                                             cos, sin, self.spec, self.ops)
-        return x[None, :q]
+        return x
