@@ -55,11 +55,11 @@ class NumberTokenizer:
 
 
 def random_runner(config: dict[str, Any], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-                  seed: int = 0, name: str = "random") -> ModelRunner:
+                  seed: int = 0, name: str = "random", runner: str = "eager") -> ModelRunner:
     """A Llama model of `config`'s shape with random weights (seeded), built directly on `device` in `dtype`."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     with torch.device(device):  # built in place: an 8B model never exists in float32 or on the CPU
         model = LlamaForCausalLM._from_config(LlamaConfig(**config), dtype=dtype)
-    return ModelRunner(model, NumberTokenizer(config["vocab_size"], config["eos_token_id"]), name=name)
+    return ModelRunner(model, NumberTokenizer(config["vocab_size"], config["eos_token_id"]), name=name, runner=runner)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from harness.core.cuda_graphs import CapturedStack
+from harness.core.cuda_graphs import CapturedStack, eager_capture
 from harness.core.kv_cache import LayeredKVCache
 from harness.core.static_stack import SCRATCH_SLOTS, StaticStack, packed_weights
 from harness.core.static_step import PACKED_OPS, fill_chunk_inputs, new_chunk_inputs, visibility_mask
@@ -105,12 +105,6 @@ def test_every_decoder_runs_on_the_compiled_step_and_a_second_pass_compiles_noth
     assert counters["stats"]["unique_graphs"] == graphs
 
 
-def _eager_capture(fn):
-    """A stand-in for `cuda_capture` on a CPU: replaying re-runs fn into the captured output."""
-    out = fn()
-    return lambda: out.copy_(fn()), out
-
-
 @torch.inference_mode()
 def test_captured_ranges_replay_the_static_steps_bits_copy_out_and_stay_bounded(runner_bf16):
     """The CUDA-graph bookkeeping with an eager stand-in for capture: which key is captured when, static inputs
@@ -118,7 +112,7 @@ def test_captured_ranges_replay_the_static_steps_bits_copy_out_and_stay_bounded(
     runner = runner_bf16
     plain = _uncompiled_stack(runner)
     captured = CapturedStack(runner, plain.weights, PACKED_OPS, lambda kind, bucket: kind, runner.eager_layers,
-                             "test", capture=_eager_capture, limit=2)
+                             "test", capture=eager_capture, limit=2)
     runner.new_cache(80 + SCRATCH_SLOTS)
     caches = [LayeredKVCache(runner.n_layers, runner.n_kv_heads, runner.head_dim, 80, runner.dtype, runner.device,
                              SCRATCH_SLOTS) for _ in range(2)]

@@ -9,7 +9,7 @@ a tree and a causal chunk of one bucket share a graph. The cache buffer is part 
 buffers it was captured with), so each generation captures its own graphs and the table's bound frees the last
 one's. Decoders see nothing of it.
 
-`capture(fn)` is `cuda_capture` on a GPU; tests pass an eager stand-in, so the bookkeeping runs on a CPU.
+`capture(fn)` is `cuda_capture` on a GPU; elsewhere `eager_capture` stands in, so the bookkeeping runs on a CPU.
 """
 from __future__ import annotations
 
@@ -36,6 +36,13 @@ def cuda_capture(fn: Callable[[], torch.Tensor]) -> tuple[Callable[[], None], to
     with torch.cuda.graph(graph):
         out = fn()
     return graph.replay, out
+
+
+def eager_capture(fn: Callable[[], torch.Tensor]) -> tuple[Callable[[], None], torch.Tensor]:
+    """A stand-in for `cuda_capture` off a GPU (tests, the device check's dry form): a replay re-runs fn eagerly
+    into the captured output, so the bookkeeping runs exactly as it would around a graph."""
+    out = fn()
+    return lambda: out.copy_(fn()), out
 
 
 class CapturedStack(StaticStack):

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from harness.core.kv_cache import LayeredKVCache
 from harness.core.packed_bf16 import PackedBF16Stack, packed_path_applies
-from harness.core.runner_backends import RUNNERS, fast_backend
+from harness.core.runner_backends import RUNNERS, backend
 from harness.core.rotary import apply_rotary
 
 
@@ -35,8 +35,9 @@ def store_linears_column_major(model: torch.nn.Module) -> None:
 
 class ModelRunner:
     def __init__(self, model: torch.nn.Module, tokenizer, name: str = "", runner: str = "eager") -> None:
-        """`runner`: `eager` (the packed bf16 path where it applies, else the model's modules) or `fast` (the
-        static step compiled or captured beneath them, where this device has one; see `runner_backends.py`)."""
+        """`runner`: `eager` (the packed bf16 path where it applies, else the model's modules), `fast` (the
+        static step compiled or captured beneath them, where this device has one) or `captured` (CUDA graphs,
+        replayed eagerly off a GPU); see `runner_backends.py`."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -60,7 +61,8 @@ class ModelRunner:
             store_linears_column_major(model)
         if runner not in RUNNERS:
             raise ValueError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
-        self._static = fast_backend(self) if runner == "fast" else None
+        self.runner_kind = runner
+        self._static = backend(self, runner)
 
     def repack(self) -> None:
         """Rebuilds the packed weights after the model's weights changed (a loaded or trained draft): the packed path
@@ -69,7 +71,7 @@ class ModelRunner:
         if self._packed is not None:
             self._packed = PackedBF16Stack(self)
         if self._static is not None:
-            self._static = fast_backend(self)
+            self._static = backend(self, self.runner_kind)
 
     def _packed_for(self, hidden: torch.Tensor) -> bool:
         """Whether `hidden` runs on the packed path: inference only, since prepacked weights carry no gradients."""
