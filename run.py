@@ -36,9 +36,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--dtype", default="auto", help="auto (bfloat16 on a CPU with bf16 hardware, else float32), "
                    "float32, bfloat16 or float16")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--runner", default="fast", choices=["eager", "fast"],
-                   help="fast (default): the static step compiled beneath the runner where the device has it; "
-                   "eager: the runner's eager kernels (the papers' regime); meta.json's kernel_path names it")
+    p.add_argument("--runner", default=os.environ.get("FASTDECODE_RUNNER", "fast"), choices=["eager", "fast"],
+                   help="fast (default; FASTDECODE_RUNNER changes it): the static step compiled or captured beneath "
+                   "the runner where the device has it; eager: the runner's eager kernels (the papers' regime); "
+                   "meta.json's kernel_path names it")
     p.add_argument("--data", default=None, help="local data: a folder with <task>/test.jsonl, or a file")
     p.add_argument("--train-rows", type=int, default=None,
                    help="leading rows of each task reserved for training heads, never scored (default: the task's)")

@@ -5,6 +5,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("FASTDECODE_RUNNER", "eager")  # runs in tests stay eager; tests/test_fast_runner.py compiles
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
