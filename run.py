@@ -44,6 +44,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples of each task")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override each task's generation budget")
     add_model_arguments(p)
+    p.add_argument("--runner", default=os.environ.get("FASTDECODE_RUNNER", "eager"), choices=["eager", "fast"],
+                   help="eager (default; FASTDECODE_RUNNER changes it): the runner's eager or packed kernels; fast: "
+                   "the static step compiled (CPU) or captured in CUDA graphs (GPU) beneath the runner, not yet "
+                   "measured faster (README); meta.json's kernel_path names it")
     p.add_argument("--train-rows", type=int, default=None,
                    help="leading rows of each task reserved for training heads, never scored (default: the task's)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>); an existing one is resumed")

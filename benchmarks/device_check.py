@@ -7,12 +7,15 @@
 Models are random-weight models of real shapes built from hand-written configs (`harness/core/random_models.py`:
 SmolLM2-135M and Llama-3.1-8B, and Qwen2.5-Coder-0.5B's Qwen2 for the cost structure), so nothing is downloaded. It measures and checks:
 
-- the cost structure in bf16: a chunk of q = 1, 2, 4, 8, 16 positions through all layers, and the lm head on q
-  positions, after a 512-token context (median of repeated runs, CUDA events on a GPU);
+- the cost structure in bf16 on the eager and the captured runner (`--runner`; CUDA graphs of the static step, see
+  `harness/core/cuda_graphs.py`; in the dry form replayed eagerly, which checks the bookkeeping, not the speed): a
+  chunk of q = 1, 2, 4, 8, 16 positions through all layers, and the lm head on q positions, after a 512-token
+  context (median of repeated runs, CUDA events on a GPU), beside the bandwidth floor measured in the same run;
 - every decoder's parity with vanilla in float32 and bfloat16 with planted settings that make every rollback path
   run (identity exit heads with γ = 0, untrained Medusa heads and EAGLE draft, forced self-speculative drafts, an
   early LayerSkip exit that a random model rarely gets right, prompts that repeat themselves for prompt lookup);
-  drafted and accepted counts show the rollbacks happened;
+  drafted and accepted counts show the rollbacks happened; in bf16 on both runners, so each decoder's time per token
+  shows eager against captured;
 - every sampling decoder under temperature 0.7 and top-p 0.95: twice with one seed (the same tokens: the sampler's
   draws do not depend on the device's kernels), its time, and its acceptance;
 - for each of those generations, CUDA-event against wall-clock time, and NVML's memory samples against torch's peak;
@@ -48,6 +51,7 @@ from decoders.eagle.draft import FeatureDraft  # noqa: E402
 from harness.core.decoding import DECODERS, StopCondition  # noqa: E402
 from harness.core.heads import ExitHead  # noqa: E402
 from harness.core.model_runner import ModelRunner  # noqa: E402
+from harness.measure.bandwidth import bandwidth_floor  # noqa: E402
 from harness.core.sampling import Sampling  # noqa: E402
 from harness.measure.device_info import describe_device  # noqa: E402
 from harness.checks.parity import check  # noqa: E402
@@ -104,9 +108,13 @@ def timed_ms(fn: Callable[[], Any], device: torch.device, repeats: int) -> float
     return statistics.median(times)
 
 
+RUNNERS = ("eager", "captured")
+
+
 @torch.inference_mode()
-def cost_structure(model: str, device: torch.device, plan: dict) -> list[dict[str, Any]]:
-    runner = random_runner(CONFIGS[model], torch.bfloat16, device, name=model)
+def cost_structure(model: str, device: torch.device, plan: dict, kind: str) -> list[dict[str, Any]]:
+    runner = random_runner(CONFIGS[model], torch.bfloat16, device, name=model, runner=kind)
+    floor_ms = 1000 / bandwidth_floor(runner)["floor_tokens_per_s"]
     context, vocab = plan["context"], runner.config.vocab_size
     cache = runner.new_cache(context + max(CHUNKS) + 1)
     runner.forward([i % vocab for i in range(1000, 1000 + context)], cache, last_only=True)
@@ -120,7 +128,8 @@ def cost_structure(model: str, device: torch.device, plan: dict) -> list[dict[st
 
         layers_ms = timed_ms(layers, device, plan["repeats"])
         head_ms = timed_ms(lambda: runner.logits(hidden), device, plan["repeats"])
-        rows.append({"model": model, "dtype": "bfloat16", "context": context, "q": q, "all_layers_ms": layers_ms,
+        rows.append({"model": model, "runner": kind, "floor_ms": floor_ms, "dtype": "bfloat16", "context": context,
+                     "q": q, "all_layers_ms": layers_ms,
                      "all_layers_ms_per_position": layers_ms / q, "lm_head_ms": head_ms})
     del runner, cache
     free(device)
@@ -133,9 +142,10 @@ def free(device: torch.device) -> None:
         torch.cuda.empty_cache()
 
 
-def parity(model: str, dtype: torch.dtype, device: torch.device, plan: dict) -> list[dict[str, Any]]:
+def parity(model: str, dtype: torch.dtype, device: torch.device, plan: dict, kind: str = "eager"
+           ) -> list[dict[str, Any]]:
     """Every decoder against vanilla on random prompts, timed by events and wall clock, memory by torch and NVML."""
-    runner = random_runner(CONFIGS[model], dtype, device, name=model)
+    runner = random_runner(CONFIGS[model], dtype, device, name=model, runner=kind)
     prompts = random_prompts(runner, plan)
     stop = StopCondition(plan["new_tokens"], frozenset())  # no stop: every generation runs its whole budget
     timer, probe = GenerationTimer(device), MemoryProbe(device)
@@ -145,11 +155,12 @@ def parity(model: str, dtype: torch.dtype, device: torch.device, plan: dict) -> 
         try:
             decoder = DECODERS.get(name)(runner, **settings)
         except Exception as exc:  # reported in the table, the check goes on
-            rows.append({"model": model, "dtype": str(dtype).removeprefix("torch."), "decoder": name,
+            rows.append({"model": model, "runner": kind, "dtype": str(dtype).removeprefix("torch."), "decoder": name,
                          "error": f"{type(exc).__name__}: {exc}".splitlines()[0]})
             continue
         for index, (prompt, reference) in enumerate(zip(prompts, references)):
-            rows.append(one_generation(model, dtype, name, decoder, index, prompt, reference, stop, timer, probe))
+            rows.append({"runner": kind} | one_generation(model, dtype, name, decoder, index, prompt, reference, stop,
+                                                          timer, probe))
     del runner
     free(device)
     return rows
@@ -267,26 +278,28 @@ def markdown(report: dict[str, Any]) -> str:
              f"{report['mode']} form, torch {report['torch']}, transformers {report['transformers']}, "
              f"{report['seconds']:.0f} s. Models: random weights, real shapes.", "",
              f"## Cost structure (bf16, after a {report['plan']['context']}-token context; median ms)", "",
-             "| model | q | all layers | per position | lm head |", "| --- | --- | --- | --- | --- |"]
-    lines += [f"| {r['model']} | {r['q']} | {r['all_layers_ms']:.3f} | {r['all_layers_ms_per_position']:.3f} | "
-              f"{r['lm_head_ms']:.3f} |" for r in report["cost_structure"]]
+             "| model | runner | q | all layers | per position | lm head | floor (weights ÷ read bandwidth) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [f"| {r['model']} | {r['runner']} | {r['q']} | {r['all_layers_ms']:.3f} | "
+              f"{r['all_layers_ms_per_position']:.3f} | {r['lm_head_ms']:.3f} | {r['floor_ms']:.3f} |"
+              for r in report["cost_structure"]]
     lines += ["", "## Parity with vanilla under planted settings; timing and memory of each generation", "",
-              "| model | dtype | decoder | prompt | parity | first divergence | drafted | accepted | event ms | "
-              "wall ms | torch peak MiB | NVML start MiB | NVML peak MiB |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "| model | runner | dtype | decoder | prompt | parity | first divergence | drafted | accepted | event ms | "
+              "ms per token | wall ms | torch peak MiB | NVML start MiB | NVML peak MiB |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in report["parity"]:
         if r.get("error"):
-            lines.append(f"| {r['model']} | {r['dtype']} | {r['decoder']} | {r.get('prompt', '–')} | error: "
-                         f"{r['error']} | | | | | | | | |")
+            lines.append(f"| {r['model']} | {r['runner']} | {r['dtype']} | {r['decoder']} | {r.get('prompt', '–')} | "
+                         f"error: {r['error']} | | | | | | | | | |")
             continue
         match, parity = r["parity"]["match"], r["parity"]
         verdict = "yes" if match else f"{parity['class'].replace('_', ' ')}" + (
             f" (margin {parity['margin']:.3g} < {parity['threshold']:g})" if parity["class"] == "near_tie" else "")
-        lines.append(f"| {r['model']} | {r['dtype']} | {r['decoder']} | {r['prompt']} | "
+        lines.append(f"| {r['model']} | {r['runner']} | {r['dtype']} | {r['decoder']} | {r['prompt']} | "
                      f"{verdict} | {parity['first_divergence'] if not match else '–'} | "
                      f"{r['drafted'] if r['drafted'] is not None else '–'} | "
                      f"{r['accepted'] if r['accepted'] is not None else '–'} | {r['event_ms']:.1f} | "
-                     f"{r['wall_ms']:.1f} | {mib(r['torch_peak_bytes'])} | {mib(r['nvml_start_bytes'])} | "
+                     f"{r['event_ms'] / max(r['new_tokens'], 1):.2f} | {r['wall_ms']:.1f} | {mib(r['torch_peak_bytes'])} | {mib(r['nvml_start_bytes'])} | "
                      f"{mib(r['nvml_peak_bytes'])} |")
     lines += ["", "## Sampling (bf16, temperature 0.7, top-p 0.95): two runs with one seed", "",
               "| model | decoder | same tokens | new tokens | drafted | accepted | event ms |",
@@ -330,9 +343,10 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"mode": "dry" if args.dry else "full", "device": str(device),
                               "device_info": describe_device(device), "torch": torch.__version__,
                               "transformers": transformers.__version__, "plan": plan}
-    report["cost_structure"] = [row for model in plan["cost_models"] for row in cost_structure(model, device, plan)]
-    report["parity"] = [row for dtype in (torch.float32, torch.bfloat16)
-                        for row in parity(plan["parity_model"], dtype, device, plan)]
+    report["cost_structure"] = [row for model in plan["cost_models"] for kind in RUNNERS
+                                for row in cost_structure(model, device, plan, kind)]
+    report["parity"] = parity(plan["parity_model"], torch.float32, device, plan) + [
+        row for kind in RUNNERS for row in parity(plan["parity_model"], torch.bfloat16, device, plan, kind)]
     report["sampling"] = sampling(plan["parity_model"], device, plan)
     report["torchrun"] = {"ok": None, "skipped": True} if args.no_torchrun else torchrun_check(device)
     report["seconds"] = time.perf_counter() - start

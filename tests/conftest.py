@@ -5,6 +5,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("FASTDECODE_RUNNER", "eager")  # runs in tests stay eager; tests/test_fast_runner.py compiles
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -40,6 +41,14 @@ def runner_bf16():
     from harness.core.loading import load_runner
 
     return _packed(lambda: load_runner("smollm2", "bfloat16", "cpu"))
+
+
+@pytest.fixture(scope="session")
+def runner_bf16_fast(runner_bf16):
+    """The same model on the fast runner: the static step compiled beneath the packed bf16 path."""
+    from harness.core.model_runner import ModelRunner
+
+    return ModelRunner(runner_bf16.model, runner_bf16.tokenizer, runner_bf16.name, runner="fast")
 
 
 @pytest.fixture(scope="session")

@@ -24,10 +24,17 @@ from spec_planting import real_prompts, stop_after, vanilla_tokens
 CONTEXT = 40
 
 
-@pytest.fixture(params=["runner_bf16", "qwen_bf16"])
+@pytest.fixture(params=["runner_bf16", "qwen_bf16", pytest.param("runner_bf16_fast", marks=pytest.mark.slow)])
 def packed_runner(request):
-    """The embedded SmolLM2 (Llama) and the random Qwen2 (q/k/v biases, 7:1 grouped heads), both on the packed path."""
+    """The embedded SmolLM2 (Llama) and the random Qwen2 (q/k/v biases, 7:1 grouped heads), both on the packed path,
+    and SmolLM2 on the compiled runner (`--runner fast`; slow: it compiles every bucket)."""
     return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(params=["eager", pytest.param("fast", marks=pytest.mark.slow)])
+def exact_runner(request):
+    """The packed bf16 runner, eager and compiled (`--runner fast`; slow: it compiles every bucket)."""
+    return request.getfixturevalue("runner_bf16" if request.param == "eager" else "runner_bf16_fast")
 
 
 def _context_cache(runner, context, extra=80):
@@ -109,8 +116,8 @@ def _decoders(runner) -> dict:
 
 
 @pytest.mark.parametrize("name", ["adadecode", "layerskip", "self_speculative", "pld"])
-def test_every_causal_chunk_decoder_equals_vanilla_token_for_token_in_bf16(runner_bf16, shared_data, name):
-    runner = runner_bf16
+def test_every_causal_chunk_decoder_equals_vanilla_token_for_token_in_bf16(exact_runner, shared_data, name):
+    runner = exact_runner
     decoder = _decoders(runner)[name]()
     drafted = 0
     for prompt in real_prompts(runner, shared_data, 4):

@@ -40,12 +40,16 @@ def test_the_dry_device_check_writes_its_json_and_table(tmp_path):
                       "except SystemExit as exc:\n    assert exc.code == 0, exc.code\n")
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(next(tmp_path.glob("device_check-*-dry.json")).read_text())
-    assert [r["q"] for r in report["cost_structure"]] == [1, 2, 4, 8, 16]
+    assert [(r["runner"], r["q"]) for r in report["cost_structure"]] == [
+        (runner, q) for runner in ("eager", "captured") for q in (1, 2, 4, 8, 16)]
     decoders = {r["decoder"] for r in report["parity"]}
     assert decoders == {"vanilla", "hf_generate", "layerskip", "self_speculative", "adadecode", "medusa", "pld",
                         "eagle"}
     assert all(r["error"] is None for r in report["parity"])
     assert all(r["parity"]["match"] for r in report["parity"] if r["dtype"] == "float32")
+    captured = [r for r in report["parity"] if r["runner"] == "captured"]
+    assert {r["decoder"] for r in captured} == decoders  # every decoder on the captured runner too
+    assert all(r["parity"]["match"] or r["parity"]["class"] == "near_tie" for r in captured)
     rolled_back = {r["decoder"] for r in report["parity"] if r.get("drafted") and r["accepted"] < r["drafted"]}
     assert rolled_back >= {"layerskip", "self_speculative", "adadecode", "medusa", "eagle"}  # every rollback ran
     assert any(r["decoder"] == "pld" and r["accepted"] for r in report["parity"])  # the repeated prompts are found
@@ -53,7 +57,7 @@ def test_the_dry_device_check_writes_its_json_and_table(tmp_path):
     assert set(sampled) == decoders and all(r["same_tokens"] for r in sampled.values() if r["error"] is None)
     assert report["torchrun"]["ok"] and report["torchrun"]["backend"] == "gloo"
     assert report["device_info"]["type"] == "cpu"
-    assert "| tiny | 16 |" in next(tmp_path.glob("device_check-*-dry.md")).read_text()
+    assert "| tiny | captured | 16 |" in next(tmp_path.glob("device_check-*-dry.md")).read_text()
 
 
 def test_the_dry_device_check_fails_on_a_decoder_whose_output_differs(tmp_path, monkeypatch, capsys):

@@ -13,8 +13,9 @@ from harness.core.errors import HarnessError
 
 class LayeredKVCache:
     def __init__(self, n_layers: int, n_kv_heads: int, head_dim: int, max_len: int,
-                 dtype: torch.dtype, device: torch.device | str) -> None:
-        shape = (n_layers, 1, n_kv_heads, max_len, head_dim)
+                 dtype: torch.dtype, device: torch.device | str, spare_slots: int = 0) -> None:
+        """`spare_slots` past `max_len` hold no position (the static step's padded rows write there)."""
+        shape = (n_layers, 1, n_kv_heads, max_len + spare_slots, head_dim)
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.lengths = [0] * n_layers
@@ -26,14 +27,19 @@ class LayeredKVCache:
 
     def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Writes a chunk of keys/values ([1, heads, q, dim]) after the layer's valid slots; returns all valid slots."""
-        start = self.lengths[layer]
-        end = start + k.shape[2]
-        if end > self.max_len:
-            raise HarnessError(f"KV cache full ({self.max_len} slots): raise max_new_tokens headroom or shorten the prompt")
+        start = self.reserve(layer, k.shape[2])
+        end = self.lengths[layer]
         self.k[layer, :, :, start:end] = k
         self.v[layer, :, :, start:end] = v
-        self.lengths[layer] = end
         return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+    def reserve(self, layer: int, n: int) -> int:
+        """Counts n more valid slots for the layer (whose keys/values the caller writes); returns the first."""
+        start = self.lengths[layer]
+        if start + n > self.max_len:
+            raise HarnessError(f"KV cache full ({self.max_len} slots): raise max_new_tokens headroom or shorten the prompt")
+        self.lengths[layer] = start + n
+        return start
 
     def crop(self, length: int) -> None:
         """Rolls every layer back to at most `length` slots."""

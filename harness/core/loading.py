@@ -118,9 +118,9 @@ def check_sliding_window(config: Any, model: str, max_context: int | None) -> No
 
 
 def load_runner(model: str = EMBEDDED_MODEL, dtype: str = "auto", device: str = "auto",
-                max_context: int | Callable[[Any], int] | None = None) -> ModelRunner:
+                max_context: int | Callable[[Any], int] | None = None, runner: str = "eager") -> ModelRunner:
     """`max_context`: the most positions a sequence will reach, or a function of the tokenizer that says so (only
-    called for a sliding-window model); see the module's docstring."""
+    called for a sliding-window model); see the module's docstring. `runner`: eager or fast (`ModelRunner`)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     torch_device = resolve_device(device)
@@ -143,4 +143,4 @@ def load_runner(model: str = EMBEDDED_MODEL, dtype: str = "auto", device: str = 
                            f"{' or '.join(EMBEDDED)}") from exc
     hf_model.to(torch_device)
     name = EMBEDDED[model or EMBEDDED_MODEL].name if model in EMBEDDED or not model else model
-    return ModelRunner(hf_model, tokenizer, name=name)
+    return ModelRunner(hf_model, tokenizer, name=name, runner=runner)

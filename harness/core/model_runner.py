@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from harness.core.kv_cache import LayeredKVCache
 from harness.core.backends.packed_bf16 import PackedBF16Stack, packed_path_applies
+from harness.core.runner_backends import RUNNERS, backend
 from harness.core.rotary import apply_rotary
 
 
@@ -33,7 +34,10 @@ def store_linears_column_major(model: torch.nn.Module) -> None:
 
 
 class ModelRunner:
-    def __init__(self, model: torch.nn.Module, tokenizer, name: str = "") -> None:
+    def __init__(self, model: torch.nn.Module, tokenizer, name: str = "", runner: str = "eager") -> None:
+        """`runner`: `eager` (the packed bf16 path where it applies, else the model's modules), `fast` (the
+        static step compiled or captured beneath them, where this device has one) or `captured` (CUDA graphs,
+        replayed eagerly off a GPU); see `runner_backends.py`."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -55,6 +59,10 @@ class ModelRunner:
         self._packed = PackedBF16Stack(self) if packed_path_applies(self.device, self.dtype) else None
         if self.device.type == "cpu" and self._packed is None:
             store_linears_column_major(model)
+        if runner not in RUNNERS:
+            raise ValueError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
+        self.runner_kind = runner
+        self._static = backend(self, runner)
 
     def repack(self) -> None:
         """Rebuilds the packed weights after the model's weights changed (a loaded or trained draft): the packed path
@@ -62,6 +70,8 @@ class ModelRunner:
         takes the eager path (prepacked weights carry no gradients)."""
         if self._packed is not None:
             self._packed = PackedBF16Stack(self)
+        if self._static is not None:
+            self._static = backend(self, self.runner_kind)
 
     def _packed_for(self, hidden: torch.Tensor) -> bool:
         """Whether `hidden` runs on the packed path: inference only, since prepacked weights carry no gradients."""
@@ -78,6 +88,8 @@ class ModelRunner:
     @property
     def kernel_path(self) -> str:
         """Which arithmetic runs under `run_layers`, for the run's metadata."""
+        if self._static is not None:
+            return self._static.kernel_path
         if self._packed is not None:
             return "cpu-bf16-packed (oneDNN prepacked weights, fixed-buffer attention; batch-invariant)"
         return f"{self.device.type}-eager (scaled_dot_product_attention; not batch-invariant)"
@@ -97,8 +109,13 @@ class ModelRunner:
         return set(ids) if isinstance(ids, (list, tuple)) else {ids}
 
     def new_cache(self, max_len: int) -> LayeredKVCache:
-        self._ensure_rotary(max_len)
-        return LayeredKVCache(self.n_layers, self.n_kv_heads, self.head_dim, max_len, self.dtype, self.device)
+        spare = self._static.spare_slots if self._static is not None else 0
+        self._ensure_rotary(max_len + spare)
+        return LayeredKVCache(self.n_layers, self.n_kv_heads, self.head_dim, max_len, self.dtype, self.device, spare)
+
+    def rotary_tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin [positions, head_dim], covering every cache allocated so far."""
+        return self._cos, self._sin
 
     def _ensure_rotary(self, max_len: int) -> None:
         """Tabulates cos/sin once with the model's own rotary module (so rope scaling variants are honoured)."""
@@ -127,6 +144,15 @@ class ModelRunner:
         (draft models of self-speculative decoding) leave that layer's cache untouched.
         """
         end = self.n_layers if end is None else end
+        if self._static is not None and not (hidden.requires_grad and torch.is_grad_enabled()):
+            return self._static.run_layers(hidden, cache, start, end, positions, chunk_mask, frozenset(skip_attention),
+                                           frozenset(skip_mlp))
+        return self.eager_layers(hidden, cache, start, end, positions, chunk_mask, skip_attention, skip_mlp)
+
+    def eager_layers(self, hidden: torch.Tensor, cache: LayeredKVCache, start: int, end: int,
+                     positions: torch.Tensor | None, chunk_mask: torch.Tensor | None,
+                     skip_attention: frozenset[int], skip_mlp: frozenset[int]) -> torch.Tensor:
+        """`run_layers` on the eager runner (the packed bf16 path where it applies)."""
         if self._packed_for(hidden):
             return self._packed.run_layers(hidden, cache, start, end, positions, chunk_mask, skip_attention, skip_mlp)
         for i in range(start, end):

@@ -79,9 +79,9 @@ class NumberTokenizer:
 
 
 def random_runner(config: dict[str, Any], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-                  seed: int = 0, name: str = "random") -> ModelRunner:
+                  seed: int = 0, name: str = "random", runner: str = "eager") -> ModelRunner:
     """A model of `config`'s architecture and shape with random weights and biases (seeded), built directly on
-    `device` in `dtype`."""
+    `device` in `dtype`, on the given runner (eager, fast or captured)."""
     import transformers
 
     settings = dict(config)
@@ -96,4 +96,4 @@ def random_runner(config: dict[str, Any], dtype: torch.dtype = torch.float32, de
             for module in model.modules():
                 if isinstance(module, torch.nn.Linear) and module.bias is not None:
                     module.bias.normal_(0.0, BIAS_STD)
-    return ModelRunner(model, NumberTokenizer(config["vocab_size"], config["eos_token_id"]), name=name)
+    return ModelRunner(model, NumberTokenizer(config["vocab_size"], config["eos_token_id"]), name=name, runner=runner)

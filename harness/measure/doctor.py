@@ -58,7 +58,8 @@ def cpu() -> Check:
             f"{info['physical_cores']} physical cores, torch uses {info['torch_threads']} threads "
             f"({info['torch_cpu_capability']}); bf16 instructions: {', '.join(bf16) or 'none'}; --dtype auto runs "
             + ("bfloat16 on the packed path (oneDNN prepacked weights; batch-invariant, exact chunks)"
-               if packed_path_applies(torch.device("cpu"), torch.bfloat16) else "float32 (eager kernels)"))
+               if packed_path_applies(torch.device("cpu"), torch.bfloat16) else "float32 (eager kernels)")
+            + "; --runner fast compiles its static step (inductor)")
     if not info["flags_known"]:
         return Check(WARN, what, "the CPU flags could not be read (/proc/cpuinfo, lscpu): bf16 support unknown")
     if not bf16:

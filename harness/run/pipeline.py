@@ -38,6 +38,7 @@ class RunOptions:
     model: str = "smollm2"
     dtype: str = "auto"
     device: str = "auto"
+    runner: str = "eager"
     data: str | None = None
     train_rows: int | None = None
     out: str | None = None
@@ -68,7 +69,7 @@ def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[st
             print(task.split_line(), file=sys.stderr)
     torch.manual_seed(SEED)
     runner = load_runner(options.model, options.dtype, str(device), max_context=lambda tokenizer: longest_sequence(
-        chosen_tasks, tokenizer, options.limit, options.max_new_tokens))
+        chosen_tasks, tokenizer, options.limit, options.max_new_tokens), runner=options.runner)
     names = decoder_order(decoder_names)
     task_names = [t.name for t in chosen_tasks]
     explicit = {n: settings.get(n, {}) for n in names}

@@ -135,23 +135,23 @@ class PackedBF16Stack:
             if i not in skip_attention:
                 past = cache.lengths[i]
                 if past not in per_past:
-                    per_past[past] = self._rotary_and_mask(past, q_len, cache.max_len, positions, chunk_mask)
+                    per_past[past] = self._rotary_and_mask(past, q_len, cache.k.shape[3], positions, chunk_mask)
                 x = self._attention(i, layer, x, q_len, cache, *per_past[past])
             if i not in skip_mlp:
                 h = rms_norm(x, layer.post_norm)
                 x = x + layer.down(layer.up.times(h, layer.gate.silu(h)))
         return x[None, :q_len]
 
-    def _rotary_and_mask(self, past: int, q_len: int, max_len: int, positions: torch.Tensor | None,
+    def _rotary_and_mask(self, past: int, q_len: int, slots: int, positions: torch.Tensor | None,
                          chunk_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """cos/sin per row ([rows, 1, head_dim]) and the additive mask over the whole buffer ([rows, max_len]);
+        """cos/sin per row ([rows, 1, head_dim]) and the additive mask over the whole buffer ([rows, slots]);
         a single row comes with its shadow's copy."""
         runner = self.runner
         device = runner.device
         pos = positions if positions is not None else torch.arange(past, past + q_len, device=device)
         inner = chunk_mask if chunk_mask is not None else torch.ones(q_len, q_len, dtype=torch.bool,
                                                                      device=device).tril()
-        visible = torch.zeros(q_len, max_len, dtype=torch.bool, device=device)
+        visible = torch.zeros(q_len, slots, dtype=torch.bool, device=device)
         visible[:, :past] = True
         visible[:, past:past + q_len] = inner
         if q_len == 1:
