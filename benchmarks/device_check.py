@@ -8,7 +8,7 @@ Models are random-weight models of real shapes built from hand-written configs (
 SmolLM2-135M and Llama-3.1-8B, and Qwen2.5-Coder-0.5B's Qwen2 for the cost structure), so nothing is downloaded. It measures and checks:
 
 - the cost structure in bf16 on the eager and the captured runner (`--runner`; CUDA graphs of the static step, see
-  `harness/core/cuda_graphs.py`; in the dry form replayed eagerly, which checks the bookkeeping, not the speed): a
+  `harness/core/backends/cuda_graphs.py`; in the dry form replayed eagerly, which checks the bookkeeping, not the speed): a
   chunk of q = 1, 2, 4, 8, 16 positions through all layers, and the lm head on q positions, after a 512-token
   context (median of repeated runs, CUDA events on a GPU), beside the bandwidth floor measured in the same run;
 - every decoder's parity with vanilla in float32 and bfloat16 with planted settings that make every rollback path

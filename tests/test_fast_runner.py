@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from harness.core.cuda_graphs import CapturedStack, eager_capture
+from harness.core.backends.cuda_graphs import CapturedStack, eager_capture
 from harness.core.kv_cache import LayeredKVCache
-from harness.core.static_stack import SCRATCH_SLOTS, StaticStack, packed_weights
-from harness.core.static_step import PACKED_OPS, fill_chunk_inputs, new_chunk_inputs, visibility_mask
+from harness.core.backends.static_stack import SCRATCH_SLOTS, StaticStack, packed_weights
+from harness.core.backends.static_step import PACKED_OPS, fill_chunk_inputs, new_chunk_inputs, visibility_mask
 from test_bf16_exactness import _decoders
 from spec_planting import real_prompts, stop_after, vanilla_tokens
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from harness.core.kv_cache import LayeredKVCache
 from harness.core.backends.packed_bf16 import PackedBF16Stack, packed_path_applies
-from harness.core.runner_backends import RUNNERS, backend
+from harness.core.backends.runner_backends import RUNNERS, backend
 from harness.core.rotary import apply_rotary
 
 

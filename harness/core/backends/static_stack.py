@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 
 from harness.core.kv_cache import LayeredKVCache
-from harness.core.static_step import (BUCKETS, ChunkInputs, LayerSpec, LayerWeights, LinearOps, attention_step, bucket_for,
+from harness.core.backends.static_step import (BUCKETS, ChunkInputs, LayerSpec, LayerWeights, LinearOps, attention_step, bucket_for,
                                       fill_chunk_inputs, full_layer, mlp_step, new_chunk_inputs)
 
 SCRATCH_SLOTS = 1

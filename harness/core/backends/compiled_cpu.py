@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from harness.core.static_step import mlp_step
+from harness.core.backends.static_step import mlp_step
 
 CPU_BUCKETS = (2, 4, 8, 16)
 

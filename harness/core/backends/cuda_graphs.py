@@ -18,8 +18,8 @@ from typing import Callable
 
 import torch
 
-from harness.core.static_stack import StaticStack
-from harness.core.static_step import ChunkInputs
+from harness.core.backends.static_stack import StaticStack
+from harness.core.backends.static_step import ChunkInputs
 
 GRAPH_LIMIT = 64
 

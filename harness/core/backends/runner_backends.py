@@ -8,10 +8,10 @@ one runs.
 """
 from __future__ import annotations
 
-from harness.core.compiled_cpu import CPU_BUCKETS, compile_step
-from harness.core.cuda_graphs import CapturedStack, cuda_capture, eager_capture
-from harness.core.static_stack import StaticStack, packed_weights, plain_weights, static_step_applies
-from harness.core.static_step import PACKED_OPS, PLAIN_OPS
+from harness.core.backends.compiled_cpu import CPU_BUCKETS, compile_step
+from harness.core.backends.cuda_graphs import CapturedStack, cuda_capture, eager_capture
+from harness.core.backends.static_stack import StaticStack, packed_weights, plain_weights, static_step_applies
+from harness.core.backends.static_step import PACKED_OPS, PLAIN_OPS
 
 RUNNERS = ("eager", "fast", "captured")  # captured: the CUDA-graph backend on any device (off a GPU, a stand-in)
 
