@@ -19,7 +19,8 @@ from collections import Counter
 import pandas as pd
 
 from reports.aggregate import finished
-from reports.run_files import REFERENCE, Run, list_column
+from harness.schema import REFERENCE_DECODER
+from reports.run_files import Run, list_column
 from reports.verdict import verdict
 
 
@@ -48,7 +49,7 @@ def acceptance_by_depth(rows: pd.DataFrame) -> str:
 
 
 def _speedup(r: pd.Series) -> str:
-    if r.name[1] == REFERENCE:
+    if r.name[1] == REFERENCE_DECODER:
         return "reference"
     low, high = r["speed-up low"], r["speed-up high"]
     interval = f" ({low:.3f}–{high:.3f})" if low == low else ""
@@ -73,7 +74,7 @@ def model_ladder(runs: list[Run]) -> pd.DataFrame:
         table = verdict(run.rows)
         for key, r in table.iterrows():
             group = run.rows[(run.rows["task"] == key[0]) & (run.rows["decoder"] == key[1])]
-            parity = "" if key[1] == REFERENCE else f"{int(r['exact'])} / {int(r['near_tie'])} / {int(r['mismatch'])}"
+            parity = "" if key[1] == REFERENCE_DECODER else f"{int(r['exact'])} / {int(r['near_tie'])} / {int(r['mismatch'])}"
             quality = f"{r['quality metric']} {r['quality']:.3f}" if isinstance(r.get("quality metric"), str) else ""
             cells = {"speed-up (95 % CI)": _speedup(r), "tok/s": f"{r['tok/s median']:.1f}",
                      "parity exact / near-tie / mismatch": parity, "quality": quality,
@@ -84,5 +85,5 @@ def model_ladder(runs: list[Run]) -> pd.DataFrame:
     ladder = pd.DataFrame({f"{name}: {model}": columns[name, model] for name in names for model in taken
                            if (name, model) in columns}).fillna("")
     ladder.index.names = ["task", "decoder"]
-    order = sorted(ladder.index, key=lambda key: (key[0], key[1] != REFERENCE, key[1]))
+    order = sorted(ladder.index, key=lambda key: (key[0], key[1] != REFERENCE_DECODER, key[1]))
     return ladder.loc[order]
