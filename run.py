@@ -178,6 +178,7 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
                                f"--train-rows N below {len(task.rows())} (e.g. --train-rows 0)")
         if world.rank == 0:
             print(task.split_line(), file=sys.stderr)
+    isolated = code_isolation(chosen_tasks)
     torch.manual_seed(SEED)
     runner = load_runner(args.model, args.dtype, str(device), max_context=lambda tokenizer: longest_sequence(
         chosen_tasks, tokenizer, args.limit, args.max_new_tokens))
@@ -201,7 +202,7 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
                 "bit_exact": {n: runner.exact_chunks and DECODERS.get(base_decoder(n)).exact_on_runner for n in names},
                 "decoder_settings": explicit, "settings_used": settings_used,
                 "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()],
-                **({"trained_heads": trained} if trained else {}), **extra_meta}
+                **({"trained_heads": trained} if trained else {}), **isolated, **extra_meta}
         world.on_rank0(lambda: write_meta(out, meta))
         config = BenchConfig(out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens, warmup=args.warmup,
                              telemetry=not args.no_telemetry, decoder_settings=settings, world=world, sampling=sampling,
@@ -227,6 +228,19 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
             f"{t['kind']} for {t['task']} in {t['seconds'] / 60:.1f} min" for t in trained) +
             f"; {sum(t['seconds'] for t in trained) / 60:.1f} min in all")
     return 0, out
+
+
+def code_isolation(chosen_tasks: list) -> dict:
+    """`{"code_isolation": ...}` for meta.json when a task scores generated code; a weaker one is said at once."""
+    from tasks.sandbox import isolation
+
+    if not any(task.runs_code for task in chosen_tasks):
+        return {}
+    found = isolation()
+    if found.weaker:
+        print(f"warning: {found.describe()}; apt-get install -y bubblewrap for the full sandbox "
+              f"(python run.py doctor)", file=sys.stderr)
+    return {"code_isolation": found.as_dict()}
 
 
 def longest_sequence(chosen_tasks: list, tokenizer, limit: int | None, max_new_tokens: int | None) -> int:

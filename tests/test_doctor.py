@@ -45,3 +45,17 @@ def test_a_cpu_without_bf16_instructions_is_a_warning_with_a_fix(monkeypatch):
         "bf16_instructions": {"AVX512-BF16": False, "AMX-BF16": False, "AMX tiles": False, "AVX-512": False}})
     check = doctor.cpu()
     assert check.status == doctor.WARN and "--dtype float32" in check.fix
+
+
+def test_doctor_says_which_isolation_generated_code_runs_under(monkeypatch):
+    import tasks.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "isolation", sandbox.isolation.__wrapped__)  # uncached: each call tries again
+    check = doctor.code_isolation()
+    assert ("bubblewrap" in check.what) and check.status in (doctor.OK, doctor.WARN)
+    monkeypatch.setattr(sandbox, "bubblewrap_args", lambda bwrap: ["false"])  # bwrap present but failing to start
+    check = doctor.code_isolation()
+    assert check.status == doctor.WARN and "weaker isolation" in check.what and "failed to start" in check.what
+    assert "apt-get install -y bubblewrap" in check.fix
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    assert "not installed" in doctor.code_isolation().what
