@@ -128,7 +128,7 @@ def bench(argv: list[str]) -> int:
     check_counts(args)
     decoder_names = DECODERS.parse_list(args.decoders)
     code, out = run_decoders(args, decoder_names, parse_settings(args.set, decoder_names), {})
-    if code == 0 and out is not None and not args.no_report:
+    if code in (0, 1) and out is not None and not args.no_report:  # 1: a decoder failed every sample
         from reports.render import write_report
 
         print(f"report: {write_report(out).html}")
@@ -139,6 +139,8 @@ def check_counts(args: argparse.Namespace) -> None:
     for flag in ("limit", "warmup", "train_rows", "distribution_draws"):
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
             raise HarnessError(f"--{flag.replace('_', '-')} must be 0 or more, got {getattr(args, flag)}")
+    if args.limit == 0:
+        raise HarnessError("--limit 0 scores no sample; pass --limit 1 or more (leave it out for every sample)")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise HarnessError(f"--max-new-tokens must be 1 or more, got {args.max_new_tokens} "
                            "(leave it out for each task's own budget)")
@@ -157,6 +159,7 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
     from harness.results import base_decoder
     from harness.core.loading import load_runner, resolve_device
     from harness.distributed import World
+    from harness.run_lock import claim, release
     from harness.meta import command_line, device_name, environment, write_meta
     from harness.recommended import resolve_settings
     from harness.training import prepare_heads
@@ -168,6 +171,8 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
                 for name, values in settings.items()}  # a typo or a bad value fails before the model loads
     sampling = sampling_settings(args, decoder_names)
     world = World.from_env()  # rank 0 of 1, or this process's rank under torchrun
+    if world.rank == 0 and args.out:
+        check_out(Path(args.out))
     device = world.device(resolve_device(args.device))  # a bad --device fails before any data is read
     chosen_tasks = [build_task(spec, args.data, args.train_rows) for spec in parse_task_list(args.tasks)]
     for task in chosen_tasks:
@@ -189,10 +194,16 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
               "under torchrun: train them first in one process" if world.distributed else None)
     trained = prepare_heads(runner, explicit, task_names, args.data, refuse)
     settings_used = resolve_settings(runner.name, explicit, task_names)
+    task_settings = {task: {n: used["settings"] for n, used in by_name.items()} for task, by_name in settings_used.items()}
+    for task, by_name in task_settings.items():  # a value out of range fails before anything is written
+        for name, values in by_name.items():
+            DECODERS.get(base_decoder(name))(runner, task=task, **values)
     world.start(device)
+    out = None
     try:
         out = Path(world.on_rank0(lambda: args.out or str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))))
         out.mkdir(parents=True, exist_ok=True)
+        world.on_rank0(lambda: claim(out))  # one writer per run folder: a second is refused before it writes
         meta = {**environment(runner), "world_size": world.world_size,
                 "device_names": world.gather(device_name(device)), "max_new_tokens": args.max_new_tokens,
                 "limit": args.limit, "split": "test", "seed": SEED, "sampling": sampling.as_dict(),
@@ -206,9 +217,7 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
         world.on_rank0(lambda: write_meta(out, meta))
         config = BenchConfig(out_dir=out, limit=args.limit, max_new_tokens=args.max_new_tokens, warmup=args.warmup,
                              telemetry=not args.no_telemetry, decoder_settings=settings, world=world, sampling=sampling,
-                             distribution_draws=args.distribution_draws,
-                             task_settings={task: {n: used["settings"] for n, used in by_name.items()}
-                                            for task, by_name in settings_used.items()})
+                             distribution_draws=args.distribution_draws, task_settings=task_settings)
         try:
             rows = run_benchmark(runner, decoder_names, chosen_tasks, config)
         except KeyboardInterrupt:
@@ -217,6 +226,7 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
             return 130, out
     finally:
         world.stop()
+        release(out)
     if rows is None:  # ranks other than 0: rank 0 merged, summarizes and reports
         return 0, None
     print(f"results: {out / 'results.jsonl'}")
@@ -227,7 +237,32 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
         print("trained heads this run (cached for later runs): " + "; ".join(
             f"{t['kind']} for {t['task']} in {t['seconds'] / 60:.1f} min" for t in trained) +
             f"; {sum(t['seconds'] for t in trained) / 60:.1f} min in all")
-    return 0, out
+    return failed_decoders(run.rows[run.rows["task"].isin(task_names) & run.rows["decoder"].isin(names)]), out
+
+
+def failed_decoders(rows) -> int:
+    """1 (and one line each) when a decoder has no successful sample on a task, else 0: CI must notice."""
+    code = 0
+    for (task, decoder), group in rows.groupby(["task", "decoder"]):
+        errors = group["error"].dropna() if "error" in group else group.iloc[:0]
+        if len(errors) == len(group):
+            print(f"error: every one of {decoder}'s {len(group)} samples on {task} failed (first: {errors.iloc[0]}); "
+                  f"exit code 1", file=sys.stderr)
+            code = 1
+    return code
+
+
+def check_out(out: Path) -> None:
+    """Before the model loads: --out must be a folder no other run is writing, with a readable meta.json."""
+    from harness.meta_file import read_meta
+    from harness.run_lock import claim, release
+
+    if out.exists() and not out.is_dir():
+        raise HarnessError(f"--out {out} is a file, not a run folder; name a folder (new or a run's, to resume it)")
+    if out.is_dir():
+        read_meta(out)
+        claim(out)
+        release(out)
 
 
 def code_isolation(chosen_tasks: list) -> dict:
@@ -315,9 +350,10 @@ def recommend(decoder: str, out: Path, csv: Path, keys: list[str]) -> None:
     """Stores each task's fastest lossless sweep point with the decoder's heads (`harness.recommended`)."""
     import pandas as pd
 
+    from harness.meta_file import read_meta
     from harness.recommended import best_lossless_point, store_recommendation
 
-    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    meta = read_meta(out)
     for task, points in pd.read_csv(csv).groupby("task"):
         best = best_lossless_point(points.to_dict("records"))
         if best is None:
@@ -385,20 +421,32 @@ def report(argv: list[str]) -> int:
 
 
 def compare(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="run.py compare",
-                                description="Fail (exit 1) when a candidate run regresses against a baseline run.")
+    p = argparse.ArgumentParser(prog="run.py compare", description="Exit 1 when a candidate run regresses against a "
+                                "baseline run; 2 when they cannot be compared (a damaged or unlike run, bad input).")
     p.add_argument("baseline", help="baseline run folder")
     p.add_argument("candidate", help="candidate run folder")
     p.add_argument("--max-slowdown", default="5%", help="largest allowed loss of tokens/s or speedup (5%% or 0.05)")
     p.add_argument("--min-parity", type=float, default=1.0,
                    help="lowest allowed share of samples without a parity mismatch (exact or near-tie; default 1.0)")
     p.add_argument("--max-quality-drop", type=float, default=0.02, help="largest allowed drop of a quality mean")
+    p.add_argument("--allow-different", action="store_true", help="compare runs made under different conditions "
+                   "(model, dtype, device, token budget, sample count, sampling), with a warning, instead of exit 2")
     args = p.parse_args(argv)
-    from reports.compare import Thresholds, parse_fraction, verdict_table
+    from reports.compare import Thresholds, different_conditions, parse_fraction, verdict_table
     from reports.run_files import load_run
 
+    for flag, value in (("--min-parity", args.min_parity), ("--max-quality-drop", args.max_quality_drop)):
+        if not 0 <= value <= 1:
+            raise HarnessError(f"{flag} {value:g} lies outside 0..1; give a share between 0 and 1")
     limits = Thresholds(parse_fraction(args.max_slowdown), args.min_parity, args.max_quality_drop)
-    table, regressions = verdict_table(load_run(args.baseline), load_run(args.candidate), limits)
+    baseline, candidate = load_run(args.baseline), load_run(args.candidate)
+    differences = different_conditions(baseline, candidate)
+    if differences and not args.allow_different:
+        raise HarnessError(f"the runs were made under different conditions ({'; '.join(differences)}): their "
+                           f"figures are not alike; compare like with like, or pass --allow-different")
+    if differences:
+        print(f"WARNING: DIFFERENT CONDITIONS ({'; '.join(differences)}): the verdict compares unlike runs\n")
+    table, regressions = verdict_table(baseline, candidate, limits)
     print(table + "\n")
     for regression in regressions:
         print(regression)
