@@ -194,7 +194,8 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
               "under torchrun: train them first in one process" if world.distributed else None)
     trained = prepare_heads(runner, explicit, task_names, args.data, refuse)
     settings_used = resolve_settings(runner.name, explicit, task_names)
-    task_settings = {task: {n: used["settings"] for n, used in by_name.items()} for task, by_name in settings_used.items()}
+    task_settings = {task: {n: used["settings"] for n, used in by_name.items()}
+                     for task, by_name in settings_used.items()}
     for task, by_name in task_settings.items():  # a value out of range fails before anything is written
         for name, values in by_name.items():
             DECODERS.get(base_decoder(name))(runner, task=task, **values)

@@ -2,7 +2,6 @@
 distribution checks of a sampled run (`distribution.jsonl`, one row per task and decoder) when it has them."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 

@@ -25,7 +25,6 @@ import sys
 import sysconfig
 import tempfile
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 TIMEOUT_S = 10.0
 MEMORY_LIMIT_BYTES = 4 * 2**30
@@ -102,8 +101,9 @@ class Isolation:
     def describe(self) -> str:
         if not self.weaker:
             return f"generated code runs in bubblewrap (no network, own PID namespace, read-only system): {self.detail}"
-        return (f"generated code runs with weaker isolation (own session, always killed with its descendants, limits on "
-                f"memory, file size, CPU time and processes; it sees the network and the user's files): {self.detail}")
+        return (f"generated code runs with weaker isolation (own session, always killed with its descendants, limits "
+                f"on memory, file size, CPU time and processes; it sees the network and the user's files): "
+                f"{self.detail}")
 
 
 def _python_roots() -> list[str]:
@@ -162,8 +162,8 @@ def run_program(program: str, timeout_s: float = TIMEOUT_S, memory_limit_bytes: 
     with tempfile.TemporaryDirectory(prefix="fastdecode-exec-") as folder:
         if not where.weaker:
             child = [*bubblewrap_args(shutil.which("bwrap") or "bwrap"), *child]
-        supervisor = subprocess.Popen([sys.executable, "-I", "-c", SUPERVISOR, str(timeout_s), *child], cwd=folder,
-                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        supervisor = subprocess.Popen([sys.executable, "-I", "-S", "-c", SUPERVISOR, str(timeout_s), *child],
+                                      cwd=folder, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                       env={**CLEAN_ENV, "HOME": folder}, close_fds=True, start_new_session=True)
         try:
             out, _ = supervisor.communicate(f"{token}\n{program}".encode(), timeout=timeout_s + GRACE_S)
