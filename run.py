@@ -139,6 +139,9 @@ def check_counts(args: argparse.Namespace) -> None:
     for flag in ("limit", "warmup", "train_rows", "distribution_draws"):
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
             raise HarnessError(f"--{flag.replace('_', '-')} must be 0 or more, got {getattr(args, flag)}")
+    if getattr(args, "data", None) and not Path(args.data).expanduser().exists():
+        raise HarnessError(f"--data {args.data} does not exist; pass a data folder (e.g. --data ../shared/data) or a "
+                           f"JSON-lines file, or leave --data out")
     if args.limit == 0:
         raise HarnessError("--limit 0 scores no sample; pass --limit 1 or more (leave it out for every sample)")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
