@@ -149,7 +149,7 @@ def bench(argv: list[str]) -> int:
     check_counts(args)
     decoder_names = DECODERS.parse_list(args.decoders)
     code, out = run_decoders(args, decoder_names, parse_settings(args.set, decoder_names), {})
-    if code == 0 and out is not None and not args.no_report:
+    if code in (0, 1) and out is not None and not args.no_report:  # 1: a decoder failed every sample
         from reports.render import write_report
 
         print(f"report: {write_report(out).html}")
@@ -160,6 +160,11 @@ def check_counts(args: argparse.Namespace) -> None:
     for flag in ("limit", "warmup", "train_rows", "distribution_draws"):
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
             raise HarnessError(f"--{flag.replace('_', '-')} must be 0 or more, got {getattr(args, flag)}")
+    if getattr(args, "data", None) and not Path(args.data).expanduser().exists():
+        raise HarnessError(f"--data {args.data} does not exist; pass a data folder (e.g. --data ../shared/data) or a "
+                           f"JSON-lines file, or leave --data out")
+    if args.limit == 0:
+        raise HarnessError("--limit 0 scores no sample; pass --limit 1 or more (leave it out for every sample)")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
         raise HarnessError(f"--max-new-tokens must be 1 or more, got {args.max_new_tokens} "
                            "(leave it out for each task's own budget)")
@@ -228,9 +233,10 @@ def recommend(decoder: str, out: Path, csv: Path, keys: list[str]) -> None:
     """Stores each task's fastest lossless sweep point with the decoder's heads (`harness.run.recommended`)."""
     import pandas as pd
 
+    from harness.run.meta_file import read_meta
     from harness.run.recommended import best_lossless_point, store_recommendation
 
-    meta = json.loads((out / "meta.json").read_text(encoding="utf-8"))
+    meta = read_meta(out)
     for task, points in pd.read_csv(csv).groupby("task"):
         best = best_lossless_point(points.to_dict("records"))
         if best is None:
@@ -297,20 +303,32 @@ def report(argv: list[str]) -> int:
 
 
 def compare(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="run.py compare",
-                                description="Fail (exit 1) when a candidate run regresses against a baseline run.")
+    p = argparse.ArgumentParser(prog="run.py compare", description="Exit 1 when a candidate run regresses against a "
+                                "baseline run; 2 when they cannot be compared (a damaged or unlike run, bad input).")
     p.add_argument("baseline", help="baseline run folder")
     p.add_argument("candidate", help="candidate run folder")
     p.add_argument("--max-slowdown", default="5%", help="largest allowed loss of tokens/s or speedup (5%% or 0.05)")
     p.add_argument("--min-parity", type=float, default=1.0,
                    help="lowest allowed share of samples without a parity mismatch (exact or near-tie; default 1.0)")
     p.add_argument("--max-quality-drop", type=float, default=0.02, help="largest allowed drop of a quality mean")
+    p.add_argument("--allow-different", action="store_true", help="compare runs made under different conditions "
+                   "(model, dtype, device, token budget, sample count, sampling), with a warning, instead of exit 2")
     args = p.parse_args(argv)
-    from reports.compare import Thresholds, parse_fraction, verdict_table
+    from reports.compare import Thresholds, different_conditions, parse_fraction, verdict_table
     from reports.run_files import load_run
 
+    for flag, value in (("--min-parity", args.min_parity), ("--max-quality-drop", args.max_quality_drop)):
+        if not 0 <= value <= 1:
+            raise HarnessError(f"{flag} {value:g} lies outside 0..1; give a share between 0 and 1")
     limits = Thresholds(parse_fraction(args.max_slowdown), args.min_parity, args.max_quality_drop)
-    table, regressions = verdict_table(load_run(args.baseline), load_run(args.candidate), limits)
+    baseline, candidate = load_run(args.baseline), load_run(args.candidate)
+    differences = different_conditions(baseline, candidate)
+    if differences and not args.allow_different:
+        raise HarnessError(f"the runs were made under different conditions ({'; '.join(differences)}): their "
+                           f"figures are not alike; compare like with like, or pass --allow-different")
+    if differences:
+        print(f"WARNING: DIFFERENT CONDITIONS ({'; '.join(differences)}): the verdict compares unlike runs\n")
+    table, regressions = verdict_table(baseline, candidate, limits)
     print(table + "\n")
     for regression in regressions:
         print(regression)

@@ -7,7 +7,9 @@ from typing import Any, Iterable
 RESULTS_FILE = "results.jsonl"
 RANK_FILE_PATTERN = "results.rank*.jsonl"
 META_FILE = "meta.json"
-DISTRIBUTION_FILE = "distribution.jsonl"
+DISTRIBUTION_FILE = "distribution.jsonl"  # a sampled run's distribution checks, one row per task and decoder
+ROW_KEYS = ("decoder", "task", "sample_id")  # what identifies a result row
+CHECK_KEYS = ("task", "decoder")  # what identifies a distribution check
 REFERENCE_DECODER = "vanilla"  # the parity reference every other decoder is compared with
 PARITY_CLASSES = ("exact", "near_tie", "mismatch")  # a row's `parity.class`; near-ties are not failures
 VARIANT_MARK = "@"  # `layerskip@exit_layer=12,speculations=2`: one decoder under one point of a sweep

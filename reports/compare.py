@@ -48,9 +48,18 @@ def parse_fraction(text: str) -> float:
         value = float(text[:-1]) / 100 if text.endswith("%") else float(text)
     except ValueError:
         raise HarnessError(f"cannot read {text!r} as a fraction; write e.g. 5% or 0.05") from None
-    if value < 0:
-        raise HarnessError(f"threshold {text!r} is negative; give a value of 0 or more")
+    if not 0 <= value <= 1:
+        raise HarnessError(f"threshold {text!r} lies outside 0..100%; give a share between 0 and 1 (or 0% and 100%)")
     return value
+
+
+CONDITIONS = ("model", "dtype", "device", "device_name", "max_new_tokens", "limit", "sampling")
+
+
+def different_conditions(baseline: Run, candidate: Run) -> list[str]:
+    """The run conditions (meta.json) in which the two runs differ, one phrase each; their figures are not alike."""
+    return [f"{key} {baseline.meta.get(key)!r} vs {candidate.meta.get(key)!r}" for key in CONDITIONS
+            if baseline.meta.get(key) != candidate.meta.get(key)]
 
 
 def find_regressions(baseline: Run, candidate: Run, limits: Thresholds) -> list[Regression]:

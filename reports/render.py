@@ -24,7 +24,7 @@ from reports.plots import all_figures
 from reports.run_files import Run, load_run
 from reports.spec_bench import category_tables
 from reports.sweeps import settings_sweep
-from reports.verdict import FAILURE, Warning, invalid, verdict, warnings
+from reports.verdict import Warning, invalid, verdict, warnings
 
 SPEED_COLUMNS = ("samples", "errors", "tok/s median", "tok/s IQR", SPEEDUP_MEDIAN, "speedup q25", "speedup q75",
                  SPEEDUP_TOTALS, "paired samples", "TTFT median ms")

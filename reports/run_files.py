@@ -2,14 +2,15 @@
 distribution checks of a sampled run (`distribution.jsonl`, one row per task and decoder) when it has them."""
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from harness.core.errors import HarnessError
-from harness.schema import DISTRIBUTION_FILE, META_FILE, RESULTS_FILE, decoder_order
+from harness.run.meta_file import read_meta
+from harness.run.results import read_rows
+from harness.schema import CHECK_KEYS, DISTRIBUTION_FILE, RESULTS_FILE, ROW_KEYS, decoder_order
 
 
 
@@ -22,32 +23,36 @@ class Run:
 
 
 def load_run(path: str | Path) -> Run:
-    """Loads a run folder; the last row wins when a resumed run wrote a (decoder, task, sample) twice."""
+    """Loads a run folder; refused when it holds damaged lines (other than a cut-off last line: a run in progress
+    or a kill) or a (decoder, task, sample) twice (two writers at once)."""
     path = Path(path)
     results = path / RESULTS_FILE
     if not results.is_file():
         raise HarnessError(f"{results} not found; pass a run folder written by `python run.py --out DIR ...`")
-    meta_file = path / META_FILE
-    meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
-    lines = [line for line in results.read_text(encoding="utf-8").splitlines() if line.strip()]
-    records = []
-    for number, line in enumerate(lines, 1):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if number < len(lines):  # only a cut-off last line (a killed run) is tolerated
-                raise HarnessError(f"{results}:{number} is not JSON; fix or delete that line") from None
+    meta = read_meta(path)
+    records = checked_rows(results, ROW_KEYS)
     if not records:
         raise HarnessError(f"{results} holds no result rows; run the benchmark first")
     rows = pd.json_normalize(records, max_level=1)
-    for key in ("decoder", "task", "sample_id"):
-        if key not in rows:
-            raise HarnessError(f"{results} rows lack '{key}'; it is not a results file of this harness")
-    rows = rows.drop_duplicates(["decoder", "task", "sample_id"], keep="last").reset_index(drop=True)
+    twice = rows.duplicated(list(ROW_KEYS), keep=False)
+    if twice.any():
+        first = rows.loc[twice, list(ROW_KEYS)].iloc[0]
+        raise HarnessError(f"{results} holds {int(twice.sum())} rows of samples written more than once (first: "
+                           f"{'/'.join(map(str, first))}): two runs wrote into this folder at once; rerun into a "
+                           f"fresh --out")
     checks = path / DISTRIBUTION_FILE
-    distribution = pd.DataFrame([json.loads(line) for line in checks.read_text(encoding="utf-8").splitlines()
-                                 if line.strip()]) if checks.is_file() else pd.DataFrame()
+    distribution = pd.DataFrame(checked_rows(checks, CHECK_KEYS)) if checks.is_file() else pd.DataFrame()
     return Run(path, meta, rows, distribution)
+
+
+def checked_rows(file: Path, keys: tuple[str, ...]) -> list[dict]:
+    """The rows of a JSON-lines file; damaged lines are refused, except a cut-off last line (a run in progress)."""
+    rows, damaged = read_rows(file, keys)
+    in_progress = len(damaged) == 1 and not file.read_bytes().endswith(b"\n")
+    if damaged and not in_progress:
+        raise HarnessError(f"{file} holds {len(damaged)} damaged line(s) (first: {damaged[0][:60]!r}); rerun the "
+                           f"run's command to set them aside and redo their work")
+    return rows
 
 
 def column(rows: pd.DataFrame, name: str) -> pd.Series:

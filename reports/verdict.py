@@ -160,6 +160,15 @@ def _telemetry_warnings(rows: pd.DataFrame, meta: dict) -> list[Warning]:
     return found
 
 
+def _isolation_warnings(meta: dict) -> list[Warning]:
+    """Generated code scored under weaker isolation than bubblewrap's (`tasks.sandbox`)."""
+    isolation = meta.get("code_isolation") or {}
+    if not isolation.get("weaker"):
+        return []
+    return [Warning(CAUTION, f"WEAKER CODE ISOLATION: the generated code was scored without bubblewrap "
+                             f"({isolation.get('detail')}): it could see the network and the user's files")]
+
+
 def _distribution_warnings(task: str, decoder: str, r: pd.Series) -> list[Warning]:
     """Under sampling: the distribution check's verdict, which replaces token parity."""
     passed = r.get("distribution passed")
@@ -212,6 +221,6 @@ def warnings(rows: pd.DataFrame, table: pd.DataFrame, meta: dict | None = None) 
         named = ", ".join(f"{s} ({x:.2f}x)" for s, x in zip(group["sample_id"], group["speedup"]))
         found.append(Warning(CAUTION, f"OUTLIERS: {decoder} on {task}: {named} lie far outside the other samples' "
                                       f"ratios (beyond {OUTLIER_IQRS:g} IQR); rerun those samples to settle them"))
-    found += _telemetry_warnings(rows, meta or {})
+    found += _telemetry_warnings(rows, meta or {}) + _isolation_warnings(meta or {})
     order = {FAILURE: 0, CAUTION: 1, NOTE: 2}
     return sorted(found, key=lambda w: order[w.level])

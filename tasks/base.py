@@ -33,6 +33,7 @@ class Task:
     source: ClassVar[str] = ""  # where the rows come from without --data, for the run's metadata
     data_file_name: ClassVar[str] = "test.jsonl"  # the file's name inside <data folder>/<task>/
     fields: ClassVar[tuple[str, ...]] = ()  # the fields every row must have
+    runs_code: ClassVar[bool] = False  # scoring runs generated code (in `tasks.sandbox`)
 
     def __init__(self, data: str | None = None, train_rows: int | None = None) -> None:
         """`train_rows` overrides how many leading rows are reserved for training heads (`--train-rows`)."""

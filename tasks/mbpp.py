@@ -15,6 +15,7 @@ PROMPT = "{text}\nYour code should pass these tests:\n{tests}\nReply with the co
 @TASKS.register("mbpp")
 class MBPP(Task):
     max_new_tokens = 256
+    runs_code = True
     train_rows = 100
     fields = ("task_id", "text", "test_list")
     source = "google-research-datasets/mbpp full test"

@@ -20,8 +20,13 @@ PROBE_TIMEOUT_S = 3.0
 def read_jsonl(path: str | Path) -> tuple[list[dict], list[int]]:
     """The rows of a JSON-lines file and the line number of each; a bad line is a one-line error naming it."""
     rows, lines = [], []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for number, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise HarnessError(f"{path} line {number}: not UTF-8 text (byte {raw[exc.start]:#04x} at column "
+                                   f"{exc.start + 1}); save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:

@@ -160,7 +160,8 @@ def test_a_rerun_with_another_world_size_skips_rows_of_every_rank_file(tmp_path)
     assert set(rows) == set(planned)
     assert [(r["decoder"], r["sample_index"]) for r in rows_of(tmp_path / "results.jsonl")] == \
         [(d, i) for i in range(3) for d in ("vanilla", "m")]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.jsonl", "results.rank1.jsonl.damaged"]
+    assert (tmp_path / "results.rank1.jsonl.damaged").read_text() == '{"decoder": "m", "ta\n'  # kept, set aside
 
 
 def test_a_row_done_twice_with_different_results_is_refused(tmp_path):

@@ -65,3 +65,17 @@ def test_each_embedded_model_is_listed_with_its_install_command_when_missing(tmp
     check = doctor.model_cache()
     assert check.status == doctor.OK and "smollm2 available" in check.what
     assert f"qwen2.5-coder-0.5b not installed ({qwen.install_command})" in check.what
+
+
+def test_doctor_says_which_isolation_generated_code_runs_under(monkeypatch):
+    import tasks.sandbox as sandbox
+
+    monkeypatch.setattr(sandbox, "isolation", sandbox.isolation.__wrapped__)  # uncached: each call tries again
+    check = doctor.code_isolation()
+    assert ("bubblewrap" in check.what) and check.status in (doctor.OK, doctor.WARN)
+    monkeypatch.setattr(sandbox, "bubblewrap_args", lambda bwrap: ["false"])  # bwrap present but failing to start
+    check = doctor.code_isolation()
+    assert check.status == doctor.WARN and "weaker isolation" in check.what and "failed to start" in check.what
+    assert "apt-get install -y bubblewrap" in check.fix
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    assert "not installed" in doctor.code_isolation().what

@@ -18,6 +18,7 @@ the few hundred draws a run affords, it catches gross errors only; the fine-grai
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from scipy.stats import chi2_contingency, chisquare
 from harness.core.decoding import Decoder, StopCondition
 from harness.core.model_runner import ModelRunner
 from harness.core.sampling import Sampler, Sampling, warp
-from harness.schema import DISTRIBUTION_FILE
+from harness.run.results import read_rows, set_aside
+from harness.schema import CHECK_KEYS, DISTRIBUTION_FILE
 
 MIN_EXPECTED = 5.0
 RUN_HORIZON = 32  # greedy tokens searched for the most uncertain position to check from
@@ -131,8 +133,12 @@ def check_distribution(decoder: Decoder, prompt_ids: list[int], settings: Sampli
 def checked_decoders(out_dir: Path, task: str) -> set[str]:
     """The decoders whose distribution check on `task` the run folder already holds."""
     path = out_dir / DISTRIBUTION_FILE
-    lines = path.read_text(encoding="utf-8").splitlines() if path.is_file() else []
-    return {row["decoder"] for row in map(json.loads, filter(str.strip, lines)) if row["task"] == task}
+    if not path.is_file():
+        return set()
+    rows, damaged = read_rows(path, CHECK_KEYS)
+    if damaged:
+        print(f"warning: {set_aside(path, rows, damaged)}", file=sys.stderr)
+    return {row["decoder"] for row in rows if row["task"] == task}
 
 
 @torch.inference_mode()

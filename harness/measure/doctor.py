@@ -2,8 +2,8 @@
 
 Versions, the device and what it can do (the CPU's model name, cores and bf16 instructions; the GPU's name, memory
 and driver), whether NVML reads the same GPU torch uses, whether CUDA-event and wall-clock timings agree on a short
-matmul, the model cache, the trained heads per task, the optional packages and Chromium. It takes a few seconds
-and loads no model.
+matmul, the model cache, the trained heads per task, the optional packages, Chromium, and the isolation generated
+code runs under. It takes a few seconds and loads no model.
 """
 from __future__ import annotations
 
@@ -167,5 +167,17 @@ def chromium() -> Check:
     return Check(OK, f"Chromium: {Path(found)}")
 
 
+def code_isolation() -> Check:
+    """Which isolation generated code (HumanEval, MBPP) runs under here (`tasks.sandbox`, tried once)."""
+    from tasks.sandbox import isolation
+
+    found = isolation()
+    if found.weaker:
+        return Check(WARN, found.describe(), "apt-get install -y bubblewrap (it needs user namespaces: "
+                     "sysctl kernel.unprivileged_userns_clone=1 where the kernel restricts them)")
+    return Check(OK, found.describe())
+
+
 def run_checks() -> list[Check]:
-    return [versions(), cpu(), *gpus(), model_cache(), trained_heads(), optional_packages(), chromium()]
+    return [versions(), cpu(), *gpus(), model_cache(), trained_heads(), optional_packages(), chromium(),
+            code_isolation()]

@@ -22,7 +22,7 @@ from harness.measure.bandwidth import bandwidth_floor
 from harness.core.errors import HarnessError
 from harness.core.model_runner import ModelRunner
 from harness.measure.device_info import describe_device
-from harness.schema import META_FILE
+from harness.run.meta_file import META_FILE, read_meta
 
 FIXED_KEYS = ("model", "dtype", "device", "max_new_tokens", "sampling")
 GREEDY = {"greedy": True}
@@ -81,7 +81,7 @@ def write_meta(out_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:
     """Writes meta.json, merging with (and checking against) the one already in the folder."""
     path = out_dir / META_FILE
     if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
+        old = read_meta(out_dir)
         for key in FIXED_KEYS:
             if _fixed(key, old.get(key)) != _fixed(key, meta.get(key)):
                 raise HarnessError(f"{out_dir} holds a run with {key}={old.get(key)!r}, not {meta.get(key)!r}; "

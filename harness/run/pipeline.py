@@ -18,12 +18,15 @@ from harness.core.sampling import Sampling
 from harness.run.benchmark import BenchConfig, run_benchmark
 from harness.run.distributed import World
 from harness.run.meta import command_line, device_name, environment, write_meta
+from harness.run.meta_file import read_meta
 from harness.run.recommended import resolve_settings
+from harness.run.run_lock import claim, release
 from harness.run.training import prepare_heads
 from harness.schema import RESULTS_FILE, base_decoder, decoder_order
 from reports.run_files import load_run
 from reports.summary import format_summary
 from tasks.base import Task, build_task, parse_task_list
+from tasks.sandbox import isolation
 
 SEED = 0
 
@@ -57,6 +60,8 @@ def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[st
     settings = {name: check_settings(DECODERS.get(base_decoder(name)), name, values)
                 for name, values in settings.items()}  # a typo or a bad value fails before the model loads
     world = World.from_env()  # rank 0 of 1, or this process's rank under torchrun
+    if world.rank == 0 and options.out:
+        check_out(Path(options.out))
     device = world.device(resolve_device(options.device))  # a bad --device fails before any data is read
     chosen_tasks = [build_task(spec, options.data, options.train_rows) for spec in parse_task_list(options.tasks)]
     for task in chosen_tasks:
@@ -67,6 +72,7 @@ def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[st
                                f"--train-rows N below {len(task.rows())} (e.g. --train-rows 0)")
         if world.rank == 0:
             print(task.split_line(), file=sys.stderr)
+    isolated = code_isolation(chosen_tasks)
     torch.manual_seed(SEED)
     runner = load_runner(options.model, options.dtype, str(device), max_context=lambda tokenizer: longest_sequence(
         chosen_tasks, tokenizer, options.limit, options.max_new_tokens), runner=options.runner)
@@ -77,10 +83,17 @@ def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[st
               "under torchrun: train them first in one process" if world.distributed else None)
     trained = prepare_heads(runner, explicit, task_names, options.data, refuse)
     settings_used = resolve_settings(runner.name, explicit, task_names)
+    task_settings = {task: {n: used["settings"] for n, used in by_name.items()}
+                     for task, by_name in settings_used.items()}
+    for task, by_name in task_settings.items():  # a value out of range fails before anything is written
+        for name, values in by_name.items():
+            DECODERS.get(base_decoder(name))(runner, task=task, **values)
     world.start(device)
+    out = None
     try:
         out = Path(world.on_rank0(lambda: options.out or str(Path("runs") / time.strftime("%Y%m%d-%H%M%S"))))
         out.mkdir(parents=True, exist_ok=True)
+        world.on_rank0(lambda: claim(out))  # one writer per run folder: a second is refused before it writes
         meta = {**environment(runner), "world_size": world.world_size,
                 "device_names": world.gather(device_name(device)), "max_new_tokens": options.max_new_tokens,
                 "limit": options.limit, "split": "test", "seed": SEED, "sampling": sampling.as_dict(),
@@ -90,13 +103,12 @@ def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[st
                 "bit_exact": {n: runner.exact_chunks and DECODERS.get(base_decoder(n)).exact_on_runner for n in names},
                 "decoder_settings": explicit, "settings_used": settings_used,
                 "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()],
-                **({"trained_heads": trained} if trained else {}), **extra_meta}
+                **({"trained_heads": trained} if trained else {}), **isolated, **extra_meta}
         world.on_rank0(lambda: write_meta(out, meta))
         config = BenchConfig(out_dir=out, limit=options.limit, max_new_tokens=options.max_new_tokens,
                              warmup=options.warmup, telemetry=not options.no_telemetry, decoder_settings=settings,
                              world=world, sampling=sampling, distribution_draws=options.distribution_draws,
-                             task_settings={task: {n: used["settings"] for n, used in by_name.items()}
-                                            for task, by_name in settings_used.items()})
+                             task_settings=task_settings)
         try:
             rows = run_benchmark(runner, decoder_names, chosen_tasks, config)
         except KeyboardInterrupt:
@@ -105,17 +117,51 @@ def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[st
             return 130, out
     finally:
         world.stop()
+        release(out)
     if rows is None:  # ranks other than 0: rank 0 merged, summarizes and reports
         return 0, None
     print(f"results: {out / RESULTS_FILE}")
     run = load_run(out)
-    print(format_summary(run.rows[run.rows["task"].isin(task_names) & run.rows["decoder"].isin(names)], run.meta,
-                         run.distribution))
+    rows_of_run = run.rows[run.rows["task"].isin(task_names) & run.rows["decoder"].isin(names)]
+    print(format_summary(rows_of_run, run.meta, run.distribution))
     if trained:
         print("trained heads this run (cached for later runs): " + "; ".join(
             f"{t['kind']} for {t['task']} in {t['seconds'] / 60:.1f} min" for t in trained) +
             f"; {sum(t['seconds'] for t in trained) / 60:.1f} min in all")
-    return 0, out
+    return failed_decoders(rows_of_run), out
+
+
+def failed_decoders(rows) -> int:
+    """1 (and one line each) when a decoder has no successful sample on a task, else 0: CI must notice."""
+    code = 0
+    for (task, decoder), group in rows.groupby(["task", "decoder"]):
+        errors = group["error"].dropna() if "error" in group else group.iloc[:0]
+        if len(errors) == len(group):
+            print(f"error: every one of {decoder}'s {len(group)} samples on {task} failed (first: {errors.iloc[0]}); "
+                  f"exit code 1", file=sys.stderr)
+            code = 1
+    return code
+
+
+def check_out(out: Path) -> None:
+    """Before the model loads: --out must be a folder no other run is writing, with a readable meta.json."""
+    if out.exists() and not out.is_dir():
+        raise HarnessError(f"--out {out} is a file, not a run folder; name a folder (new or a run's, to resume it)")
+    if out.is_dir():
+        read_meta(out)
+        claim(out)
+        release(out)
+
+
+def code_isolation(chosen_tasks: list[Task]) -> dict:
+    """`{"code_isolation": ...}` for meta.json when a task scores generated code; a weaker one is said at once."""
+    if not any(task.runs_code for task in chosen_tasks):
+        return {}
+    found = isolation()
+    if found.weaker:
+        print(f"warning: {found.describe()}; apt-get install -y bubblewrap for the full sandbox "
+              f"(python run.py doctor)", file=sys.stderr)
+    return {"code_isolation": found.as_dict()}
 
 
 def longest_sequence(chosen_tasks: list[Task], tokenizer, limit: int | None, max_new_tokens: int | None) -> int:

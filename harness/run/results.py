@@ -3,17 +3,19 @@
 A single process writes `results.jsonl`; under torchrun each rank writes `results.rank<R>.jsonl`, which rank 0
 merges into `results.jsonl` at the end (`harness/run/distributed.py`). Opening a store resumes: the finished rows of
 every result file in the folder are loaded (a row counts as finished even when it records an error), so a rank
-skips what any earlier run did, whatever its world size. A last line cut short by a kill is dropped (and cut
-from the store's own file) before new rows are appended, so a rerun neither duplicates nor loses rows.
+skips what any earlier run did, whatever its world size. A damaged line (cut short by a kill, not JSON, or not a
+row of this harness) is set aside: moved from the store's own file into `<file>.damaged` before new rows are
+appended, and its sample runs again, so a rerun neither duplicates nor loses rows.
 """
 from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
-from harness.schema import RANK_FILE_PATTERN, REFERENCE_DECODER, RESULTS_FILE
+from harness.schema import RANK_FILE_PATTERN, REFERENCE_DECODER, RESULTS_FILE, ROW_KEYS
 
 Key = tuple[str, str, str]
 
@@ -28,13 +30,32 @@ def result_files(out_dir: Path) -> list[Path]:
     return [p for p in [out_dir / RESULTS_FILE] if p.exists()] + ranks
 
 
-def read_rows(path: Path) -> tuple[list[dict[str, Any]], bool]:
-    """The rows of a result file's complete lines, and whether a partial last line (a kill mid-write, or a write in
-    progress) was left out."""
-    text = path.read_text(encoding="utf-8")
-    partial = bool(text) and not text.endswith("\n")
-    lines = text.splitlines()[:-1] if partial else text.splitlines()
-    return [json.loads(line) for line in lines if line.strip()], partial
+DAMAGED_SUFFIX = ".damaged"
+
+
+def read_rows(path: Path, keys: tuple[str, ...] = ROW_KEYS) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows of a JSON-lines file (objects with `keys`), and its damaged lines: a cut-off last line (a kill
+    mid-write, or a write in progress), a line that is not JSON, or a row without those keys."""
+    rows, damaged = [], []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines(keepends=True):
+        try:
+            row = json.loads(line) if line.endswith("\n") else None
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict) and all(key in row for key in keys):
+            rows.append(row)
+        elif line.strip():
+            damaged.append(line.rstrip("\n"))
+    return rows, damaged
+
+
+def set_aside(path: Path, rows: list[dict[str, Any]], damaged: list[str]) -> str:
+    """Keeps `damaged` lines in `<path>.damaged`, leaves `rows` alone in `path`, and says so in one line."""
+    kept = path.with_name(path.name + DAMAGED_SUFFIX)
+    with open(kept, "a", encoding="utf-8") as out:
+        out.write("".join(line + "\n" for line in damaged))
+    write_rows(path, rows)
+    return f"{path}: {len(damaged)} damaged line(s) set aside in {kept}; their work is done again"
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -50,10 +71,10 @@ class ResultStore:
         self.path = out_dir / file_name
         self.rows: dict[Key, dict[str, Any]] = {}
         for path in result_files(out_dir):
-            rows, partial = read_rows(path)
+            rows, damaged = read_rows(path)
             self.rows.update((row_key(row), row) for row in rows)
-            if partial and path == self.path:
-                write_rows(path, rows)
+            if damaged and path == self.path:
+                print(f"warning: {set_aside(path, rows, damaged)}", file=sys.stderr)
         self._file = open(self.path, "a", encoding="utf-8")
 
     def has(self, decoder: str, task: str, sample_id: str) -> bool:
