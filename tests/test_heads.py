@@ -36,7 +36,7 @@ def test_untrained_exit_head_is_the_logit_lens(runner):
     head = ExitHead(runner.hidden_size)
     hidden = torch.randn(1, 3, runner.hidden_size)
     with torch.no_grad():
-        assert torch.allclose(head.logits(hidden, runner.norm, runner.lm_head)[0], runner.logits(hidden), atol=1e-5)
+        assert torch.allclose(runner.logits(head(hidden)), runner.logits(hidden), atol=1e-5)
     assert [name for name, _ in head.named_parameters()] == ["transform.weight"]
 
 

@@ -106,10 +106,6 @@ class ExitHead(torch.nn.Module):
         """Hidden states [..., d] → transformed hidden states [..., d], ready for the final norm and lm head."""
         return self.transform(hidden)
 
-    def logits(self, hidden: torch.Tensor, norm: torch.nn.Module, lm_head: torch.nn.Module) -> torch.Tensor:
-        """Full-vocabulary logits [..., vocab] of this head."""
-        return lm_head(norm(self(hidden)))
-
 
 def exit_heads(tensors: dict[str, torch.Tensor], runner: ModelRunner) -> dict[int, ExitHead]:
     """The exit heads stored in a heads file's tensors (`exit.<layer>` → T), by layer, on the runner's device."""
