@@ -76,13 +76,6 @@ def test_columns_nothing_measured_are_dropped_per_task(tmp_path):
     assert "xsum: memory" not in tables and "humaneval: memory" not in tables  # nothing measured memory
 
 
-def test_a_resumed_run_counts_each_sample_once_last_row_wins(tmp_path):
-    rows = rows_for() + [result_row("fast", "xsum", 0, 10, 1.0)]
-    fast = summary(tmp_path, rows).loc[("xsum", "fast")]
-    assert fast["samples"] == 3
-    assert fast[SPEEDUP_MEDIAN] == pytest.approx(1.0)  # ratios now 1, 1, 2
-
-
 def test_end_of_run_summary_names_the_median_its_interval_the_ratio_of_totals_and_an_outlier(tmp_path):
     """Nine samples at 1.25x and one at 10x: the median stays 1.25x, the ratio of totals does not, the fast one is
     named as an outlier."""

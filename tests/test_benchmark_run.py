@@ -14,7 +14,7 @@ class Copy(Vanilla):
     """Vanilla under another name: must match vanilla everywhere."""
 
     def __init__(self, runner, task=None, **settings):
-        super().__init__(runner, task=task, **settings)
+        super().__init__(runner, task=task)
         BUILT.append((task, settings))
 
 
