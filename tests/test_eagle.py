@@ -31,9 +31,9 @@ class Watched(Eagle):
         self.trees.append(parents)
         return tokens, parents
 
-    def _verify(self, cache, tree, tokens):
-        self.cache = cache
-        return super()._verify(cache, tree, tokens)
+    def new_cache(self, prompt_ids, stop):
+        self.cache = super().new_cache(prompt_ids, stop)
+        return self.cache
 
 
 class Planted(Watched):
