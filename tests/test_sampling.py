@@ -16,10 +16,14 @@ def tiny():
 
 
 def test_bad_settings_are_refused_in_one_line():
+    """The core names the setting; the command line names its flag."""
+    from run import cli_message
+
     for kwargs, flag in [({"temperature": -1}, "--temperature"), ({"top_p": 0}, "--top-p"),
                          ({"top_p": 1.5}, "--top-p"), ({"top_k": -2}, "--top-k")]:
-        with pytest.raises(HarnessError, match=flag):
+        with pytest.raises(HarnessError, match=f"^{next(iter(kwargs))} ") as caught:
             Sampling(**kwargs)
+        assert cli_message(caught.value).startswith(flag + " ")
 
 
 def test_greedy_is_the_default_and_has_no_sampler():
