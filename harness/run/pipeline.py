@@ -26,7 +26,7 @@ from harness.schema import RESULTS_FILE, base_decoder, decoder_order
 from reports.run_files import load_run
 from reports.summary import format_summary
 from tasks.base import Task, build_task, parse_task_list
-from tasks.sandbox import isolation
+from tasks import sandbox
 
 SEED = 0
 
@@ -157,7 +157,7 @@ def code_isolation(chosen_tasks: list[Task]) -> dict:
     """`{"code_isolation": ...}` for meta.json when a task scores generated code; a weaker one is said at once."""
     if not any(task.runs_code for task in chosen_tasks):
         return {}
-    found = isolation()
+    found = sandbox.isolation()
     if found.weaker:
         print(f"warning: {found.describe()}; apt-get install -y bubblewrap for the full sandbox "
               f"(python run.py doctor)", file=sys.stderr)
