@@ -16,6 +16,7 @@ import os
 import sys
 import tempfile
 import time
+from typing import NoReturn
 from pathlib import Path
 
 
@@ -25,6 +26,13 @@ from harness.core.sampling import Sampling
 
 
 MODEL_HELP = "'smollm2' (embedded default), 'qwen2.5-coder-0.5b' (embedded), a hub id, a folder or a .gguf"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, its errors in one line naming the flag and where the usage is (not the whole usage block)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -67,6 +75,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--distribution-draws", type=int, default=200,
                    help="under sampling, draws of each decoder's distribution check on each task's first sample, the "
                         "verdict that replaces token parity (default 200; 0: no check)")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="sequences each decoder decodes together, sharing every pass over the weights (default 1); "
+                        "rows stay one per sample, speed-ups compare decoders at the same batch size")
+    p.add_argument("--refill", action="store_true",
+                   help="with --batch-size: a finished sequence's place goes to the next sample at once (default: "
+                        "static batches)")
     return p
 
 
@@ -96,7 +110,7 @@ def run_decoders(args: argparse.Namespace, decoder_names: list[str], settings: d
 
 
 def bench_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.py", description="Benchmark fast decoders against greedy decoding.")
+    p = Parser(prog="run.py", description="Benchmark fast decoders against greedy decoding.")
     p.add_argument("--list", action="store_true", help="list decoders and tasks, then exit")
     p.add_argument("--decoders", default="vanilla", help="comma-separated decoder names (vanilla always runs too)")
     p.add_argument("--set", action="append", default=[], metavar="DECODER.KEY=VALUE",
@@ -187,11 +201,14 @@ def parse_grid(items: list[str]) -> dict[str, list]:
 
 
 def sweep_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.py sweep", description="One decoder over a grid of its settings, every "
+    p = Parser(prog="run.py sweep", description="One decoder over a grid of its settings, every "
                                 "point beside vanilla on the same samples; writes OUT/sweep.csv and OUT/report.")
-    p.add_argument("--decoder", required=True, help="the decoder whose settings to sweep (e.g. layerskip)")
+    p.add_argument("--decoder", required=True, help="the decoder whose settings to sweep (e.g. layerskip); for a "
+                                                       "batch_size grid, one or more, comma-separated")
     p.add_argument("--grid", action="append", required=True, metavar="KEY=VALUE,VALUE,...",
-                   help="a setting and its values (repeatable: the grid is every combination)")
+                   help="a setting and its values (repeatable: the grid is every combination); batch_size=1,2,4,... "
+                        "sweeps the batch size instead: one run per size in OUT/batch_size=B, every decoder beside "
+                        "vanilla, then OUT/batch_sweep.csv and .png")
     p.add_argument("--set", action="append", default=[], metavar="DECODER.KEY=VALUE",
                    help="a setting shared by every point (repeatable), as for bench")
     p.add_argument("--recommend", action="store_true",
@@ -209,13 +226,16 @@ def sweep(argv: list[str]) -> int:
     from reports.sweeps import write_sweep_csv
 
     check_counts(args)
-    DECODERS.get(args.decoder)
+    for name in args.decoder.split(","):
+        DECODERS.get(name)
     if args.recommend and not DECODERS.get(args.decoder).trains_heads:
         raise HarnessError(f"--recommend stores a setting with the decoder's trained heads; {args.decoder} has none")
     if args.recommend and args.temperature:
         raise HarnessError("--recommend stores a point checked by token parity, which needs greedy decoding; "
                            "drop --temperature or --recommend")
     grid = parse_grid(args.grid)
+    if "batch_size" in grid:
+        return batch_sweep(args, grid)
     fixed = parse_settings(args.set, [args.decoder]).get(args.decoder, {})
     variants = sweep_variants(args.decoder, grid, fixed)
     code, out = run_decoders(args, list(variants), variants,
@@ -226,6 +246,36 @@ def sweep(argv: list[str]) -> int:
     print(f"sweep: {csv}" + ("" if args.no_report else f"; report: {write_report(out).html}"))
     if args.recommend:
         recommend(args.decoder, out, csv, list(grid))
+    return 0
+
+
+def batch_sweep(args: argparse.Namespace, grid: dict[str, list]) -> int:
+    """One run per batch size of the grid, every decoder of `--decoder` beside vanilla, into OUT/batch_size=B; then
+    the speed-up curve against batch size (`reports/batch_sweep.py`)."""
+    from reports.batch_sweep import write_batch_sweep
+    from reports.run_files import load_run
+
+    if len(grid) > 1 or args.recommend:
+        raise HarnessError("--grid batch_size=... sweeps the batch size alone: give decoder settings with --set and "
+                           "drop --recommend and other --grid keys")
+    sizes = grid["batch_size"]
+    if not all(isinstance(b, int) and not isinstance(b, bool) and b >= 1 for b in sizes):
+        raise HarnessError(f"--grid batch_size takes whole numbers 1 or more, not {sizes}")
+    names = args.decoder.split(",")
+    settings = parse_settings(args.set, names)
+    out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    runs = []
+    for size in sizes:
+        folder = out / f"batch_size={size}"
+        code, done = run_decoders(argparse.Namespace(**{**vars(args), "batch_size": size, "out": str(folder),
+                                                        "refill": args.refill and size > 1}),
+                                  names, settings, {"sweep": {"decoders": names, "grid": grid}})
+        if code or done is None:
+            return code
+        runs.append(load_run(done))
+    csv, lines = write_batch_sweep(out, runs)
+    print("\n".join(lines))
+    print(f"batch sweep: {csv} and {csv.with_suffix('.png')}")
     return 0
 
 
@@ -250,7 +300,7 @@ def recommend(decoder: str, out: Path, csv: Path, keys: list[str]) -> None:
 
 
 def train_heads_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.py train-heads", description="Train a decoder's heads for a task.")
+    p = Parser(prog="run.py train-heads", description="Train a decoder's heads for a task.")
     p.add_argument("--decoder", required=True, help="decoder whose heads to train (e.g. adadecode)")
     p.add_argument("--task", required=True, help="task whose training prompts (never scored) to use")
     p.add_argument("--prompts", type=int, default=None,
@@ -285,7 +335,7 @@ def train_heads(argv: list[str]) -> int:
 
 
 def report(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="run.py report", description="Tables and plots of a run folder.")
+    p = Parser(prog="run.py report", description="Tables and plots of a run folder.")
     p.add_argument("run_dir", help="a run folder (meta.json + results.jsonl)")
     p.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
     p.add_argument("--sweep-runs", nargs="+", default=(), metavar="RUN_DIR",
@@ -303,7 +353,7 @@ def report(argv: list[str]) -> int:
 
 
 def compare(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="run.py compare", description="Exit 1 when a candidate run regresses against a "
+    p = Parser(prog="run.py compare", description="Exit 1 when a candidate run regresses against a "
                                 "baseline run; 2 when they cannot be compared (a damaged or unlike run, bad input).")
     p.add_argument("baseline", help="baseline run folder")
     p.add_argument("candidate", help="candidate run folder")
@@ -337,7 +387,7 @@ def compare(argv: list[str]) -> int:
 
 
 def lm_eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="run.py lm-eval", allow_abbrev=False, add_help=False,
+    p = Parser(prog="run.py lm-eval", allow_abbrev=False, add_help=False,
                                 description="lm-evaluation-harness with a fastdecode decoder as the model; every "
                                             "other argument goes to lm-eval's own CLI (lm-eval run --help).")
     p.add_argument("--model", "-M", default="fastdecode", help="lm-eval model (default: fastdecode, ours)")
@@ -396,7 +446,7 @@ USAGE = """usage: python run.py [COMMAND] [OPTIONS]   (python run.py --help for 
 other commands: sweep, train-heads, lm-eval; python run.py --list names the decoders and tasks"""
 
 def doctor(argv: list[str]) -> int:
-    argparse.ArgumentParser(prog="run.py doctor", description="What this machine gives the harness: one ok/warn/fail "
+    Parser(prog="run.py doctor", description="What this machine gives the harness: one ok/warn/fail "
                             "line per fact, with the fix.").parse_args(argv)
     from harness.measure.doctor import FAIL, run_checks
 

@@ -14,10 +14,12 @@ own warpers and, with prompt lookup, its own acceptance), its global generator s
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 
 import torch
 
+from harness.core.batching import SequenceJob, SequenceResult
 from harness.core.decoding import DECODERS, Decoder, Generation, TokenSink
 from harness.core.errors import HarnessError
 
@@ -52,12 +54,12 @@ class HFGenerate(Decoder):
             self.compile_config = CompileConfig(fullgraph=True, dynamic=False, mode=None if options else "default",
                                                 options=options or None)
             self.compile_config._compile_all_devices = True  # transformers compiles on CUDA only unless asked
-        self._static_cache = None
+        self._static_caches: dict[int, object] = {}
         self.lookup = {} if prompt_lookup_num_tokens is None else {
             "prompt_lookup_num_tokens": int(prompt_lookup_num_tokens),
             **({} if max_matching_ngram_size is None else {"max_matching_ngram_size": int(max_matching_ngram_size)})}
 
-    def _cache_kwargs(self, prompt_length: int, max_new_tokens: int) -> dict:
+    def _cache_kwargs(self, prompt_length: int, max_new_tokens: int, batch: int = 1) -> dict:
         if self.cache == "dynamic":
             return {}
         if prompt_length + max_new_tokens > self.max_cache_len:
@@ -65,11 +67,11 @@ class HFGenerate(Decoder):
                                f"static cache ({self.max_cache_len}); raise --set hf_generate.max_cache_len")
         from transformers import StaticCache
 
-        if self._static_cache is None:
-            self._static_cache = StaticCache(config=self.runner.config, max_cache_len=self.max_cache_len)
+        if batch not in self._static_caches:  # one per batch size: a static cache's shape is fixed once it is used
+            self._static_caches[batch] = StaticCache(config=self.runner.config, max_cache_len=self.max_cache_len)
         else:
-            self._static_cache.reset()
-        kwargs = {"past_key_values": self._static_cache}
+            self._static_caches[batch].reset()
+        kwargs = {"past_key_values": self._static_caches[batch]}
         if self.compile_config is not None:
             kwargs["compile_config"] = self.compile_config
         return kwargs
@@ -95,14 +97,52 @@ class HFGenerate(Decoder):
             yield
 
     def _generate(self, prompt_ids, stop, on_first_token):
-        model = self.runner.model
-        extra = {"stop_strings": list(stop.stop_strings), "tokenizer": stop.tokenizer} if stop.stop_strings else {}
-        with self._seeded():
-            out = model.generate(torch.tensor([prompt_ids], device=self.runner.device), **self._sampling_kwargs(),
-                                 max_new_tokens=stop.max_new_tokens, eos_token_id=sorted(stop.eos_token_ids) or None,
-                                 pad_token_id=self.runner.tokenizer.pad_token_id,
-                                 **self._cache_kwargs(len(prompt_ids), stop.max_new_tokens), **extra, **self.lookup)
         sink = TokenSink(stop)  # generate has no first-token hook, so time to first token stays unmeasured
-        sink.add(out[0, len(prompt_ids):].tolist())
+        sink.add(self._model_generate([prompt_ids], stop)[0])
         # Assisted generation does not report its forward passes; plain greedy makes one per token.
         return Generation(sink.tokens, {} if self.lookup else {"steps": len(sink.tokens)})
+
+    def generate_batch(self, jobs: list[SequenceJob], size: int, refill: bool = False) -> list[SequenceResult]:
+        """transformers' own batched `generate`, `size` prompts at a time, left-padded with an attention mask; its
+        batches are static (it admits no sequence mid-batch), so `refill` does not apply. Every sequence of a batch
+        takes the batch's time; under sampling the batch draws from its first sequence's seed. Prompt lookup
+        (assisted generation) takes one sequence at a time in transformers, so it runs them in turn."""
+        size = 1 if self.lookup else size
+        results = []
+        for batch, start in enumerate(range(0, len(jobs), size)):
+            part = jobs[start:start + size]
+            began = time.perf_counter()
+            try:
+                if part[0].sampler is not None and not self.samples:
+                    raise HarnessError(f"{self.name} decodes greedily only")
+                self.sampler = part[0].sampler
+                with torch.inference_mode():
+                    outputs = self._model_generate([job.prompt_ids for job in part], part[0].stop)
+                failure = None
+            except Exception as exc:  # every sequence of the batch failed with it
+                outputs, failure = [None] * len(part), exc
+            finished = time.perf_counter() - began
+            for job, tokens in zip(part, outputs):
+                result = SequenceResult(error=failure, batch=batch, size=size, finished_s=finished)
+                if failure is None:
+                    sink = TokenSink(job.stop)
+                    sink.add(tokens)
+                    result.generation = Generation(sink.tokens, {"refill": False} if refill else {})
+                results.append(result)
+        return results
+
+    def _model_generate(self, prompts: list[list[int]], stop) -> list[list[int]]:
+        """`model.generate` over the prompts (left-padded to one length): each prompt's new tokens, uncut."""
+        model, device = self.runner.model, self.runner.device
+        pad = self.runner.tokenizer.pad_token_id
+        pad = pad if pad is not None else min(stop.eos_token_ids, default=0)
+        width = max(map(len, prompts))
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        extra = {"stop_strings": list(stop.stop_strings), "tokenizer": stop.tokenizer} if stop.stop_strings else {}
+        with self._seeded():
+            out = model.generate(ids, attention_mask=mask, **self._sampling_kwargs(),
+                                 max_new_tokens=stop.max_new_tokens, eos_token_id=sorted(stop.eos_token_ids) or None,
+                                 pad_token_id=pad, **self._cache_kwargs(width, stop.max_new_tokens, len(prompts)),
+                                 **extra, **self.lookup)
+        return out[:, width:].tolist()

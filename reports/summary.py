@@ -27,7 +27,20 @@ def format_summary(rows: pd.DataFrame, meta: dict | None = None, distribution: p
             else:
                 parts.append(f"parity {int(r['exact'])} exact / {int(r['near_tie'])} near-tie / "
                              f"{int(r['mismatch'])} mismatch")
+        if r.get("batch size", 1) > 1:
+            parts.append(batch_line(r))
         parts.append(f"{int(r['samples'])} samples, {int(r['errors'])} errors")
         lines.append("; ".join(parts))
     lines += [f"{w.level.upper()}: {w.text}" for w in warnings(rows, table, meta)]
     return "\n".join(lines)
+
+
+def batch_line(r: pd.Series) -> str:
+    """At batch > 1: the aggregate throughput and, beside vanilla, its speed-up at the same batch size."""
+    line = f"batch {int(r['batch size'])}: {r['batch tok/s']:.2f} tokens/s aggregate over {int(r['batches'])} batches"
+    if r.get("paired batches", 0) > 0:
+        interval = (f", 95% CI {r['batch speed-up low']:.2f}-{r['batch speed-up high']:.2f}"
+                    if r["batch speed-up low"] == r["batch speed-up low"] else "")
+        line += (f", batch speed-up {r['batch speed-up']:.2f}x (median of {int(r['paired batches'])} per-batch "
+                 f"ratios{interval})")
+    return line

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from harness.schema import PARITY_CLASSES, REFERENCE_DECODER
+from reports.batches import batch_summary
 from reports.aggregate import finished, paired_speedups, parity_classes, quality_metrics
 from reports.run_files import column, display_order
 
@@ -123,6 +124,8 @@ def verdict(rows: pd.DataFrame, distribution: pd.DataFrame | None = None) -> pd.
         elif accepted.notna().any():
             record["mean accepted tokens"] = accepted.mean()
         records[(task, decoder)] = record
+    for key, record in batch_summary(rows, bootstrap_interval).items():
+        records[key].update(record)
     for check in ([] if distribution is None or distribution.empty else distribution.to_dict("records")):
         if (check["task"], check["decoder"]) in records:
             records[check["task"], check["decoder"]].update({

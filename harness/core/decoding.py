@@ -23,6 +23,7 @@ from typing import Any, Callable, ClassVar
 
 import torch
 
+from harness.core.batching import Batch, SequenceJob, SequenceResult
 from harness.core.errors import HarnessError, SettingError
 from harness.core.heads import HeadsNeed
 from harness.core.kv_cache import LayeredKVCache
@@ -147,6 +148,12 @@ class Decoder(ABC):
         self.sampler = sampler
         with torch.inference_mode():
             return self._generate(list(prompt_ids), stop, on_first_token)
+
+    def generate_batch(self, jobs: list[SequenceJob], size: int, refill: bool = False) -> list[SequenceResult]:
+        """Decodes the jobs `size` sequences at a time, each pass over the weights shared by the batch
+        (`harness.core.batching`): every sequence gets the tokens `generate` gives it alone (bit for bit on the
+        batch-invariant path). `refill`: a finished sequence's place goes to the next job at once."""
+        return Batch(self, size, refill).decode(jobs)
 
     def pick(self, logits: torch.Tensor) -> list[int]:
         """The next token from the last row of `logits`: its argmax, or a draw from the target distribution."""

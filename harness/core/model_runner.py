@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.core.kv_cache import LayeredKVCache
+from harness.core.layer_calls import LayerCall, joined, split_like
 from harness.core.backends.packed_bf16 import PackedBF16Stack, packed_path_applies
 from harness.core.backends.runner_backends import RUNNERS, backend
 from harness.core.rotary import apply_rotary
@@ -149,45 +150,75 @@ class ModelRunner:
                                            frozenset(skip_mlp))
         return self.eager_layers(hidden, cache, start, end, positions, chunk_mask, skip_attention, skip_mlp)
 
+    def run_layers_batch(self, calls: list[LayerCall]) -> list[torch.Tensor]:
+        """`run_layers` for several sequences at once, each call with its own cache, chunk and layer range; returns
+        each call's hidden states. At every layer the linears run once over all rows that reach it, attention per
+        sequence over its own cache. On the batch-invariant path each sequence's bits are those it gets alone."""
+        if self._static is not None:  # the static step is built for one sequence: the calls run in turn
+            return [self.run_layers(c.hidden, c.cache, c.start, c.end, c.positions, c.chunk_mask, c.skip_attention,
+                                    c.skip_mlp) for c in calls]
+        if self._packed_for(calls[0].hidden):
+            return self._packed.run_batch(calls)
+        return self._eager_batch(calls)
+
     def eager_layers(self, hidden: torch.Tensor, cache: LayeredKVCache, start: int, end: int,
                      positions: torch.Tensor | None, chunk_mask: torch.Tensor | None,
                      skip_attention: frozenset[int], skip_mlp: frozenset[int]) -> torch.Tensor:
         """`run_layers` on the eager runner (the packed bf16 path where it applies)."""
+        call = LayerCall(hidden, cache, start, end, positions, chunk_mask, skip_attention, skip_mlp)
         if self._packed_for(hidden):
-            return self._packed.run_layers(hidden, cache, start, end, positions, chunk_mask, skip_attention, skip_mlp)
-        for i in range(start, end):
-            layer = self.layers[i]
-            if i not in skip_attention:
-                hidden = hidden + self._attention(i, layer.self_attn, layer.input_layernorm(hidden), cache,
-                                                  positions, chunk_mask)
-            if i not in skip_mlp:
-                hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        return hidden
+            return self._packed.run_batch([call])[0]
+        return self._eager_batch([call])[0]
 
-    def _attention(self, index: int, attn, x: torch.Tensor, cache: LayeredKVCache,
-                   positions: torch.Tensor | None, chunk_mask: torch.Tensor | None) -> torch.Tensor:
-        q_len = x.shape[1]
-        past = cache.lengths[index]
-        q = attn.q_proj(x).view(1, q_len, -1, self.head_dim).transpose(1, 2)
-        k = attn.k_proj(x).view(1, q_len, -1, self.head_dim).transpose(1, 2)
-        v = attn.v_proj(x).view(1, q_len, -1, self.head_dim).transpose(1, 2)
-        if hasattr(attn, "q_norm"):
-            q, k = attn.q_norm(q), attn.k_norm(k)
-        pos = positions if positions is not None else torch.arange(past, past + q_len, device=self.device)
-        cos, sin = self._cos[pos][None, None], self._sin[pos][None, None]
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        keys, values = cache.append(index, k, v)
-        mask, causal = None, False
-        if chunk_mask is not None:
-            mask = torch.ones(q_len, past + q_len, dtype=torch.bool, device=self.device)
-            mask[:, past:] = chunk_mask
-        elif q_len > 1 and past == 0:
-            causal = True  # the same kernel path the reference uses for a prefill
-        elif q_len > 1:
-            mask = torch.ones(q_len, past + q_len, dtype=torch.bool, device=self.device).tril(past)
-        out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal,
-                                             scale=self.scaling, enable_gqa=self.n_kv_heads != self.n_heads)
-        return attn.o_proj(out.transpose(1, 2).reshape(1, q_len, -1))
+    def _eager_batch(self, calls: list[LayerCall]) -> list[torch.Tensor]:
+        """The model's own modules, over the rows of every call that reaches a layer (joined along the positions)."""
+        hs = [c.hidden for c in calls]
+        for i in range(min(c.start for c in calls), max(c.end for c in calls)):
+            layer = self.layers[i]
+            attending = [j for j, c in enumerate(calls) if c.start <= i < c.end and i not in c.skip_attention]
+            if attending:
+                x = joined([hs[j] for j in attending], dim=1)
+                out = self._attention(i, layer.self_attn, layer.input_layernorm(x), [calls[j] for j in attending])
+                for j, h in zip(attending, split_like(x + out, [hs[j] for j in attending], dim=1)):
+                    hs[j] = h
+            feeding = [j for j, c in enumerate(calls) if c.start <= i < c.end and i not in c.skip_mlp]
+            if feeding:
+                x = joined([hs[j] for j in feeding], dim=1)
+                out = x + layer.mlp(layer.post_attention_layernorm(x))
+                for j, h in zip(feeding, split_like(out, [hs[j] for j in feeding], dim=1)):
+                    hs[j] = h
+        return hs
+
+    def _attention(self, index: int, attn, x: torch.Tensor, calls: list[LayerCall]) -> torch.Tensor:
+        """Attention of the calls' rows (joined in x, [1, rows, d]): projections over all rows, the attention
+        itself per call over its own cache."""
+        q_all, k_all, v_all = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+        outs, lo = [], 0
+        for call in calls:
+            q_len, past, hi = call.rows, call.cache.lengths[index], lo + call.rows
+            q = q_all[:, lo:hi].view(1, q_len, -1, self.head_dim).transpose(1, 2)
+            k = k_all[:, lo:hi].view(1, q_len, -1, self.head_dim).transpose(1, 2)
+            v = v_all[:, lo:hi].view(1, q_len, -1, self.head_dim).transpose(1, 2)
+            lo = hi
+            if hasattr(attn, "q_norm"):
+                q, k = attn.q_norm(q), attn.k_norm(k)
+            pos = call.positions if call.positions is not None else torch.arange(past, past + q_len,
+                                                                                 device=self.device)
+            cos, sin = self._cos[pos][None, None], self._sin[pos][None, None]
+            q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+            keys, values = call.cache.append(index, k, v)
+            mask, causal = None, False
+            if call.chunk_mask is not None:
+                mask = torch.ones(q_len, past + q_len, dtype=torch.bool, device=self.device)
+                mask[:, past:] = call.chunk_mask
+            elif q_len > 1 and past == 0:
+                causal = True  # the same kernel path the reference uses for a prefill
+            elif q_len > 1:
+                mask = torch.ones(q_len, past + q_len, dtype=torch.bool, device=self.device).tril(past)
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, is_causal=causal,
+                                                 scale=self.scaling, enable_gqa=self.n_kv_heads != self.n_heads)
+            outs.append(out.transpose(1, 2).reshape(1, q_len, -1))
+        return attn.o_proj(joined(outs, dim=1))
 
     def final_norm(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.norm(hidden)
@@ -197,6 +228,13 @@ class ModelRunner:
         if self._packed_for(hidden):
             return self._packed.logits(hidden)
         return self.lm_head(self.norm(hidden))[0].float()
+
+    def logits_batch(self, hiddens: list[torch.Tensor]) -> list[torch.Tensor]:
+        """`logits` for several sequences' hidden states in one lm-head pass (each row's bits as alone where the
+        runner is batch-invariant)."""
+        if self._packed_for(hiddens[0]):
+            return self._packed.logits_batch(hiddens)
+        return split_like(self.logits(joined(hiddens, dim=1)), [h[0] for h in hiddens])
 
     def forward(self, token_ids: torch.Tensor | list[int], cache: LayeredKVCache, last_only: bool = False
                 ) -> torch.Tensor:

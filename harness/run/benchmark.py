@@ -14,13 +14,16 @@ rank runs its own shard of each task's samples (`harness/run/distributed.py`).
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from harness.core.decoding import DECODERS, Decoder, StopCondition
+from harness.core.batching import SequenceJob
+from harness.core.decoding import DECODERS, Decoder, Generation, StopCondition
 from harness.core.model_runner import ModelRunner
 from harness.core.sampling import Sampler, Sampling
 from harness.run.distributed import World, merge_results
@@ -31,6 +34,9 @@ from harness.schema import REFERENCE_DECODER, RESULTS_FILE, base_decoder, decode
 from harness.measure.telemetry import MemoryProbe
 from harness.measure.timing import GenerationTimer
 from tasks.base import Sample, Task
+
+
+REFILL_GROUP = 4
 
 
 @dataclass
@@ -46,6 +52,14 @@ class BenchConfig:
     world: World = field(default_factory=World)
     sampling: Sampling = field(default_factory=Sampling)
     distribution_draws: int = 200  # draws of each decoder's distribution check under sampling (0: none)
+    batch_size: int = 1  # sequences decoded together (`harness.core.batching`)
+    refill: bool = False  # a finished sequence's place goes to the next sample at once
+
+    @property
+    def group(self) -> int:
+        """Samples each decoder decodes in one call at batch > 1, vanilla first (static batches: one batch; with
+        refill: `REFILL_GROUP` batches' worth, so that refilling happens and decoders still alternate)."""
+        return self.batch_size * (REFILL_GROUP if self.refill else 1)
 
 
 class Measurer:
@@ -69,13 +83,51 @@ class Measurer:
             timing = self.timer.stop()
         finally:
             fields["memory"] = self.probe.stop()
-        fields.update(tokens=gen.tokens, new_tokens=len(gen.tokens), ttft_s=timing.ttft_s, decode_s=timing.decode_s,
-                      total_s=timing.total_s, tokens_per_s=len(gen.tokens) / timing.total_s if timing.total_s else None,
-                      stats=gen.stats, text=self.runner.tokenizer.decode(gen.tokens, skip_special_tokens=True),
-                      parity=None)
+        return fields | self._fields(name, decoder, prompt_ids, gen, timing.ttft_s, timing.total_s, sampler,
+                                     reference)
+
+    def _fields(self, name: str, decoder: Decoder, prompt_ids: list[int], gen: Generation, ttft_s: float | None,
+                total_s: float, sampler: Sampler | None, reference: list[int] | None) -> dict[str, Any]:
+        fields = dict(tokens=gen.tokens, new_tokens=len(gen.tokens), ttft_s=ttft_s,
+                      decode_s=None if ttft_s is None else total_s - ttft_s, total_s=total_s,
+                      tokens_per_s=len(gen.tokens) / total_s if total_s else None, stats=gen.stats,
+                      text=self.runner.tokenizer.decode(gen.tokens, skip_special_tokens=True), parity=None)
         if name != REFERENCE_DECODER and reference is not None and sampler is None:
             fields["parity"] = check(self.runner, decoder.exact_on_runner, prompt_ids, reference, gen.tokens)
         return fields
+
+    def batch_rows(self, name: str, decoder: Decoder, task: Task, samples: list[tuple[int, Sample]],
+                   prompts: list[list[int]], stop: StopCondition, references: list[list[int] | None],
+                   config: BenchConfig, batch_id: int) -> list[dict[str, Any]]:
+        """The samples decoded `config.batch_size` at a time, one row each. A row's timing is its own sequence's
+        (from its admission to its last token), its `batch` field the batch's: size, sequences, tokens and wall
+        time (the aggregate throughput), the memory its batch used."""
+        samplers = [self.sampling.sampler(task.name, sample.id) for _, sample in samples]
+        jobs = [SequenceJob(ids, stop, sampler) for ids, sampler in zip(prompts, samplers)]
+        self.probe.start()
+        try:
+            began = time.perf_counter()
+            results = decoder.generate_batch(jobs, config.batch_size, config.refill)
+            wall_s = time.perf_counter() - began
+        finally:
+            memory = self.probe.stop()
+        batch = {"id": batch_id, "size": config.batch_size, "refill": config.refill, "sequences": len(jobs),
+                 "tokens": sum(len(r.generation.tokens) for r in results if r.error is None), "wall_s": wall_s}
+        rows = []
+        for (index, sample), ids, result, sampler, reference in zip(samples, prompts, results, samplers, references):
+            row = empty_row(name, task.name, sample.id, index, len(ids)) | {"category": sample.meta.get("category"),
+                                                                              "memory": memory, "batch": batch}
+            try:
+                if result.error is not None:
+                    raise result.error
+                ttft = None if result.first_token_s is None else result.first_token_s - result.started_s
+                row.update(self._fields(name, decoder, ids, result.generation, ttft,
+                                        result.finished_s - result.started_s, sampler, reference))
+                row["quality"] = task.score(sample, row["text"])
+            except Exception as exc:  # recorded in the row; the run goes on
+                row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            rows.append(row)
+        return rows
 
     def row(self, name: str, decoder: Decoder, task: Task, sample: Sample, index: int, prompt_ids: list[int],
             stop: StopCondition, reference: list[int] | None) -> dict[str, Any]:
@@ -94,7 +146,7 @@ def empty_row(decoder: str, task: str, sample_id: Any, index: int, prompt_tokens
     return {"decoder": decoder, "task": task, "sample_id": sample_id, "sample_index": index, "category": None,
             "prompt_tokens": prompt_tokens, "tokens": None, "text": None, "new_tokens": None, "ttft_s": None,
             "decode_s": None, "total_s": None, "tokens_per_s": None, "stats": None, "memory": None, "parity": None,
-            "quality": None, "error": None}
+            "quality": None, "error": None, "batch": None}
 
 
 class Throughput:
@@ -125,35 +177,67 @@ def run_task(runner: ModelRunner, store: ResultStore, measurer: Measurer, names:
     decoders = {n: DECODERS.get(base_decoder(n))(runner, task=task.name, **settings.get(n, {}))
                 for n in dict.fromkeys([n for _, n in pending] + unchecked)}
     if pending:
+        first = list(dict.fromkeys(s.id for s, _ in pending))[:config.batch_size]
         warm_up({n: decoders[n] for n in dict.fromkeys(n for _, n in pending)},
-                task.prompt_ids(pending[0][0], runner.tokenizer), stop, config.warmup, config.sampling)
+                [task.prompt_ids(s, runner.tokenizer) for _, s in shard if s.id in first], stop, config.warmup,
+                config.sampling, config.batch_size)
     throughput = Throughput()
     desc = f"{task.name} (rank {config.world.rank})" if config.world.distributed else task.name
     with tqdm(total=len(pending), desc=desc, unit="gen", file=sys.stderr, dynamic_ncols=True) as bar:
-        for index, sample in shard:
-            prompt_ids = None
-            for name in names:
-                if store.has(name, task.name, sample.id):
-                    continue
-                prompt_ids = prompt_ids or task.prompt_ids(sample, runner.tokenizer)
-                row = measurer.row(name, decoders[name], task, sample, index, prompt_ids, stop,
-                                   store.reference_tokens(task.name, sample.id))
-                store.append(row)
-                bar.set_postfix(throughput.add(row), refresh=False)
-                bar.update()
+        def add(row: dict[str, Any]) -> None:
+            store.append(row)
+            bar.set_postfix(throughput.add(row), refresh=False)
+            bar.update()
+
+        if config.batch_size > 1:
+            run_batches(runner, store, measurer, names, task, config, decoders, shard, stop, add)
+        else:
+            for index, sample in shard:
+                prompt_ids = None
+                for name in names:
+                    if store.has(name, task.name, sample.id):
+                        continue
+                    prompt_ids = prompt_ids or task.prompt_ids(sample, runner.tokenizer)
+                    add(measurer.row(name, decoders[name], task, sample, index, prompt_ids, stop,
+                                     store.reference_tokens(task.name, sample.id)))
     if unchecked:  # also on a resumed run whose generations were all done before it was stopped
         _, sample = shard[0]
         record_run_checks(config.out_dir, task.name, str(sample.id), task.prompt_ids(sample, runner.tokenizer),
                           {n: decoders[n] for n in unchecked}, config.sampling, config.distribution_draws)
 
 
-def warm_up(decoders: dict[str, Decoder], prompt_ids: list[int], stop: StopCondition, n: int,
-            sampling: Sampling = Sampling()) -> None:
-    """Unrecorded generations (first-call allocations, kernel selection); a failure shows again in the rows."""
+def run_batches(runner: ModelRunner, store: ResultStore, measurer: Measurer, names: list[str], task: Task,
+                config: BenchConfig, decoders: dict[str, Decoder], shard: list[tuple[int, Sample]],
+                stop: StopCondition, add: Callable[[dict[str, Any]], None]) -> None:
+    """At batch > 1: the shard's samples in fixed groups (`BenchConfig.group`), each decoder in turn decoding the
+    group's samples it has no row for yet, vanilla first (its rows are the others' parity references)."""
+    for start in range(0, len(shard), config.group):
+        group = shard[start:start + config.group]
+        for name in names:
+            todo = [(index, sample) for index, sample in group if not store.has(name, task.name, sample.id)]
+            if not todo:
+                continue
+            prompts = [task.prompt_ids(sample, runner.tokenizer) for _, sample in todo]
+            references = [store.reference_tokens(task.name, sample.id) for _, sample in todo]
+            for row in measurer.batch_rows(name, decoders[name], task, todo, prompts, stop, references, config,
+                                           start // config.group):
+                add(row)
+
+
+def warm_up(decoders: dict[str, Decoder], prompts: list[list[int]], stop: StopCondition, n: int,
+            sampling: Sampling = Sampling(), batch_size: int = 1) -> None:
+    """Unrecorded generations (first-call allocations, kernel selection) of the first prompt, or at batch > 1 of a
+    batch of the first prompts; a failure shows again in the rows."""
     for name, decoder in decoders.items():
         for i in range(n):
             try:
-                decoder.generate(prompt_ids, stop, sampler=sampling.sampler("warmup", i))
+                if batch_size == 1:
+                    decoder.generate(prompts[0], stop, sampler=sampling.sampler("warmup", i))
+                    continue
+                jobs = [SequenceJob(ids, stop, sampling.sampler("warmup", i)) for ids in prompts]
+                failed = next((r.error for r in decoder.generate_batch(jobs, batch_size) if r.error), None)
+                if failed is not None:
+                    raise failed
             except Exception as exc:
                 print(f"note: warm-up of {name} failed ({type(exc).__name__}: {exc})", file=sys.stderr)
                 break

@@ -24,7 +24,8 @@ from harness.core.model_runner import ModelRunner
 from harness.measure.device_info import describe_device
 from harness.run.meta_file import META_FILE, read_meta
 
-FIXED_KEYS = ("model", "dtype", "device", "max_new_tokens", "sampling")
+BATCH_DEFAULTS = {"batch_size": 1, "refill": False}
+FIXED_KEYS = ("model", "dtype", "device", "max_new_tokens", "sampling", "batch_size", "refill")
 GREEDY = {"greedy": True}
 
 
@@ -53,9 +54,11 @@ def environment(runner: ModelRunner) -> dict[str, Any]:
 
 def _fixed(key: str, value: Any) -> Any:
     """The value a rerun must match (folders written before the device kind was recorded hold `cuda:0`; folders
-    written before sampling existed are greedy)."""
+    written before sampling existed are greedy, those written before batches existed ran one sequence at a time)."""
     if key == "sampling":
         return value or GREEDY
+    if key in BATCH_DEFAULTS:
+        return BATCH_DEFAULTS[key] if value is None else value
     return str(value).partition(":")[0] if key == "device" and value is not None else value
 
 

@@ -12,7 +12,7 @@ import torch
 import decoders  # noqa: F401  (registers the decoders)
 import tasks  # noqa: F401  (registers the tasks)
 from harness.core.decoding import CACHE_HEADROOM, DECODERS, check_settings
-from harness.core.errors import HarnessError
+from harness.core.errors import HarnessError, SettingError
 from harness.core.loading import load_runner, resolve_device
 from harness.core.sampling import Sampling
 from harness.run.benchmark import BenchConfig, run_benchmark
@@ -49,6 +49,8 @@ class RunOptions:
     no_telemetry: bool = False
     no_train: bool = False
     distribution_draws: int = 200
+    batch_size: int = 1
+    refill: bool = False
 
 
 def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[str], settings: dict[str, dict],
@@ -59,6 +61,10 @@ def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[st
     `decoder_names` may be sweep variants (`DECODER@SETTINGS`), `settings` is keyed by the same names."""
     settings = {name: check_settings(DECODERS.get(base_decoder(name)), name, values)
                 for name, values in settings.items()}  # a typo or a bad value fails before the model loads
+    if options.batch_size < 1:
+        raise SettingError("batch_size", f"must be 1 or more (the sequences decoded together), not {options.batch_size}")
+    if options.refill and options.batch_size == 1:
+        raise SettingError("refill", "needs a batch (--batch-size 2 or more): at batch 1 there is no place to refill")
     world = World.from_env()  # rank 0 of 1, or this process's rank under torchrun
     if world.rank == 0 and options.out:
         check_out(Path(options.out))
@@ -97,7 +103,7 @@ def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[st
         meta = {**environment(runner), "world_size": world.world_size,
                 "device_names": world.gather(device_name(device)), "max_new_tokens": options.max_new_tokens,
                 "limit": options.limit, "split": "test", "seed": SEED, "sampling": sampling.as_dict(),
-                "warmup": options.warmup,
+                "warmup": options.warmup, "batch_size": options.batch_size, "refill": options.refill,
                 "telemetry": not options.no_telemetry, "decoders": names,
                 # per decoder: whether its output equals vanilla's bit for bit by construction on this runner
                 "bit_exact": {n: runner.exact_chunks and DECODERS.get(base_decoder(n)).exact_on_runner for n in names},
@@ -108,7 +114,7 @@ def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[st
         config = BenchConfig(out_dir=out, limit=options.limit, max_new_tokens=options.max_new_tokens,
                              warmup=options.warmup, telemetry=not options.no_telemetry, decoder_settings=settings,
                              world=world, sampling=sampling, distribution_draws=options.distribution_draws,
-                             task_settings=task_settings)
+                             task_settings=task_settings, batch_size=options.batch_size, refill=options.refill)
         try:
             rows = run_benchmark(runner, decoder_names, chosen_tasks, config)
         except KeyboardInterrupt:

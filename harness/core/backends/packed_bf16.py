@@ -31,9 +31,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from harness.core.layer_calls import LayerCall, joined, split_like
 from harness.core.rotary import apply_rotary
 
 ATTENTION_BLOCK = 64  # query rows per attention block: bounds the fp32 score buffer for long prefills
+EXACT_ROWS_PROBES = (4, 8, 16, 24, 32, 48, 64)  # row counts at which a batch's exactness is measured
 
 
 @functools.cache
@@ -61,6 +63,7 @@ class PackedLinear:
 
     def __init__(self, *linears: torch.nn.Linear) -> None:
         weight = torch.cat([lin.weight.detach() for lin in linears]).contiguous()
+        self.in_features = weight.shape[1]
         biases = [lin.bias for lin in linears]
         self.bias = None if all(b is None for b in biases) else torch.cat(
             [b.detach() if b is not None else weight.new_zeros(lin.out_features) for b, lin in zip(biases, linears)])
@@ -124,23 +127,85 @@ class PackedBF16Stack:
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(rms_norm(hidden[0], self.final_norm)).float()
 
+    def logits_batch(self, hiddens: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each sequence's logits, the lm head run once per group of sequences whose rows stay exact together."""
+        out: list[torch.Tensor | None] = [None] * len(hiddens)
+        for group in self._exact_groups([h.shape[1] for h in hiddens]):
+            rows = [hiddens[j] for j in group]
+            for j, logits in zip(group, split_like(self.logits(joined(rows, dim=1)), [h[0] for h in rows])):
+                out[j] = logits
+        return out
+
     def run_layers(self, hidden, cache, start, end, positions, chunk_mask, skip_attention, skip_mlp):
-        x = hidden[0]
-        q_len = x.shape[0]
-        if q_len == 1:  # a shadow copy of the row: every kernel then sees two rows (see `PackedLinear`)
-            x = x.expand(2, -1)
-        per_past: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        for i in range(start, end):
+        return self._run_group([LayerCall(hidden, cache, start, end, positions, chunk_mask, skip_attention,
+                                          skip_mlp)])[0]
+
+    def run_batch(self, calls: list[LayerCall]) -> list[torch.Tensor]:
+        """Each call's chunk through its own layer range and cache, sequences sharing the weights' passes in groups
+        whose rows the kernels give the bits they give alone (`exact_rows`)."""
+        out: list[torch.Tensor | None] = [None] * len(calls)
+        for group in self._exact_groups([c.rows for c in calls]):
+            for j, hidden in zip(group, self._run_group([calls[j] for j in group])):
+                out[j] = hidden
+        return out
+
+    def _exact_groups(self, rows: list[int]) -> list[list[int]]:
+        """Indices of the calls, grouped in order so that each group holds at most `exact_rows` rows (a longer
+        call, a prefill, runs alone as it would unbatched)."""
+        groups: list[list[int]] = []
+        total = self.exact_rows + 1
+        for j, n in enumerate(rows):
+            if total + n > self.exact_rows:
+                groups.append([])
+                total = 0
+            groups[-1].append(j)
+            total += n
+        return groups
+
+    @functools.cached_property
+    def exact_rows(self) -> int:
+        """The most rows one linear takes with every row's bits as in two-row calls, measured on the model's first
+        q/k/v and down projections at `EXACT_ROWS_PROBES` (oneDNN changes its blocking with the row count)."""
+        limit = EXACT_ROWS_PROBES[-1]
+        for linear in (self.layers[0].qkv, self.layers[0].down):
+            x = torch.randn(limit, linear.in_features, generator=torch.Generator().manual_seed(0)).to(torch.bfloat16)
+            pairs = torch.cat([linear(x[j:j + 2]) for j in range(0, limit, 2)])
+            exact = 2
+            for m in EXACT_ROWS_PROBES:
+                if not torch.equal(linear(x[:m]), pairs[:m]):
+                    break
+                exact = m
+            limit = min(limit, exact)
+        return limit
+
+    def _run_group(self, calls: list[LayerCall]) -> list[torch.Tensor]:
+        """The calls' chunks through their layer ranges, each layer's linears once over the rows of every call that
+        reaches it, attention per call over its own cache."""
+        alone = len(calls) == 1 and calls[0].rows == 1  # its shadow then rides along all the way (see below)
+        xs = [c.hidden[0].expand(2, -1) if alone else c.hidden[0] for c in calls]
+        per_past: list[dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = [{} for _ in calls]
+        for i in range(min(c.start for c in calls), max(c.end for c in calls)):
             layer = self.layers[i]
-            if i not in skip_attention:
-                past = cache.lengths[i]
-                if past not in per_past:
-                    per_past[past] = self._rotary_and_mask(past, q_len, cache.k.shape[3], positions, chunk_mask)
-                x = self._attention(i, layer, x, q_len, cache, *per_past[past])
-            if i not in skip_mlp:
+            attending = [j for j, c in enumerate(calls) if c.start <= i < c.end and i not in c.skip_attention]
+            if attending:
+                tables = []
+                for j in attending:
+                    c, past = calls[j], calls[j].cache.lengths[i]
+                    if past not in per_past[j]:
+                        per_past[j][past] = self._rotary_and_mask(past, c.rows, c.cache.k.shape[3],
+                                                                  c.positions, c.chunk_mask)
+                    tables.append(per_past[j][past])
+                outs = self._attention(i, layer, [xs[j] for j in attending], [calls[j] for j in attending], tables)
+                for j, out in zip(attending, outs):
+                    xs[j] = out
+            feeding = [j for j, c in enumerate(calls) if c.start <= i < c.end and i not in c.skip_mlp]
+            if feeding:
+                x = joined([xs[j] for j in feeding])
                 h = rms_norm(x, layer.post_norm)
-                x = x + layer.down(layer.up.times(h, layer.gate.silu(h)))
-        return x[None, :q_len]
+                for j, out in zip(feeding, split_like(x + layer.down(layer.up.times(h, layer.gate.silu(h))),
+                                                      [xs[j] for j in feeding])):
+                    xs[j] = out
+        return [x[None, :c.rows] for x, c in zip(xs, calls)]
 
     def _rotary_and_mask(self, past: int, q_len: int, slots: int, positions: torch.Tensor | None,
                          chunk_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -159,26 +224,34 @@ class PackedBF16Stack:
         mask = torch.zeros(visible.shape, device=device).masked_fill_(~visible, float("-inf"))
         return runner._cos[pos][:, None], runner._sin[pos][:, None], mask
 
-    def _attention(self, index: int, layer: _PackedLayer, x: torch.Tensor, q_len: int, cache, cos: torch.Tensor,
-                   sin: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Attention for the rows of x ([rows, d]; rows = q_len, or 2 for one row and its shadow); only the first
-        q_len rows' keys and values enter the cache."""
-        rows, heads, kv_heads, dim = x.shape[0], self.n_heads, self.n_kv_heads, self.head_dim
+    def _attention(self, index: int, layer: _PackedLayer, xs: list[torch.Tensor], calls: list[LayerCall],
+                   tables: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
+        """Attention for each call's rows (xs[j]: [q, d], or a lone row and its shadow), q/k/v and output projections
+        over all calls' rows at once. A single row attends beside a shadow copy of itself (see `PackedLinear`: the
+        kernels then see the shapes they see for any chunk); only a chunk's real rows enter its cache."""
+        heads, kv_heads, dim = self.n_heads, self.n_kv_heads, self.head_dim
+        x = joined(xs)
         qkv = layer.qkv(rms_norm(x, layer.input_norm))
-        qk, v = qkv.split([(heads + kv_heads) * dim, kv_heads * dim], dim=-1)
-        qk, v = qk.view(rows, heads + kv_heads, dim), v.view(rows, kv_heads, dim)
-        if layer.q_norm is not None:
-            qk = torch.cat([layer.q_norm(qk[:, :heads]), layer.k_norm(qk[:, heads:])], dim=1)
-        q, k = apply_rotary(qk, cos, sin).split([heads, kv_heads], dim=1)  # one rotary pass over q and k heads
-        cache.append(index, k[:q_len].transpose(0, 1)[None], v[:q_len].transpose(0, 1)[None])
-        keys, values = cache.k[index, 0], cache.v[index, 0]  # the whole buffer: [kv_heads, max_len, dim]
-        group = heads // kv_heads
-        # rows ordered (kv head, query head in group, position): one batched matmul per kv head, no key copies
-        grouped = q.view(rows, kv_heads, group, dim).permute(1, 2, 0, 3)
-        blocks = [self._attend(grouped[:, :, lo:lo + ATTENTION_BLOCK], keys, values, mask[lo:lo + ATTENTION_BLOCK])
-                  for lo in range(0, rows, ATTENTION_BLOCK)]
-        out = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
-        return x + layer.o(out.permute(2, 0, 1, 3).reshape(rows, heads * dim))
+        outs = []
+        for part, call, (cos, sin, mask) in zip(split_like(qkv, xs), calls, tables):
+            q_len, cache, given = call.rows, call.cache, part.shape[0]
+            part = part.expand(2, -1) if given == 1 else part
+            rows = part.shape[0]
+            qk, v = part.split([(heads + kv_heads) * dim, kv_heads * dim], dim=-1)
+            qk, v = qk.view(rows, heads + kv_heads, dim), v.view(rows, kv_heads, dim)
+            if layer.q_norm is not None:
+                qk = torch.cat([layer.q_norm(qk[:, :heads]), layer.k_norm(qk[:, heads:])], dim=1)
+            q, k = apply_rotary(qk, cos, sin).split([heads, kv_heads], dim=1)  # one rotary pass over q and k heads
+            cache.append(index, k[:q_len].transpose(0, 1)[None], v[:q_len].transpose(0, 1)[None])
+            keys, values = cache.k[index, 0], cache.v[index, 0]  # the whole buffer: [kv_heads, max_len, dim]
+            group = heads // kv_heads
+            # rows ordered (kv head, query head in group, position): one batched matmul per kv head, no key copies
+            grouped = q.view(rows, kv_heads, group, dim).permute(1, 2, 0, 3)
+            blocks = [self._attend(grouped[:, :, lo:lo + ATTENTION_BLOCK], keys, values,
+                                   mask[lo:lo + ATTENTION_BLOCK]) for lo in range(0, rows, ATTENTION_BLOCK)]
+            out = blocks[0] if len(blocks) == 1 else torch.cat(blocks, dim=2)
+            outs.append(out.permute(2, 0, 1, 3).reshape(rows, heads * dim)[:given])
+        return split_like(x + layer.o(joined(outs)), xs)
 
     def _attend(self, grouped: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 mask: torch.Tensor) -> torch.Tensor:
