@@ -2,6 +2,8 @@
 import lm_eval
 import pytest
 from lm_eval.api.instance import Instance
+
+from harness.core.batching import SequenceJob
 from lm_eval.tasks import TaskManager
 
 from harness.core.decoding import DECODERS
@@ -144,6 +146,6 @@ def test_lm_eval_classifies_a_divergence_as_a_run_does(runner, shared_data, monk
     run_row = Measurer(runner, telemetry=False).row("pld", PromptLookup(runner), task, sample, 0, prompt_ids, stop,
                                                     reference)
     lm = FastDecodeLM(runner=runner, decoder="pld", parity=True, telemetry=False)
-    backend_row = lm._generate(task.name, prompt_ids, stop)
+    backend_row, = lm._generate(task.name, [SequenceJob(prompt_ids, stop)])
     assert run_row["parity"]["class"] == "near_tie" and run_row["parity"]["first_divergence"] == 3
     assert backend_row["parity"] == run_row["parity"]

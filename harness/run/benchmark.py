@@ -96,49 +96,51 @@ class Measurer:
             fields["parity"] = check(self.runner, decoder.exact_on_runner, prompt_ids, reference, gen.tokens)
         return fields
 
-    def batch_rows(self, name: str, decoder: Decoder, task: Task, samples: list[tuple[int, Sample]],
-                   prompts: list[list[int]], stop: StopCondition, references: list[list[int] | None],
-                   config: BenchConfig, batch_id: int) -> list[dict[str, Any]]:
-        """The samples decoded `config.batch_size` at a time, one row each. A row's timing is its own sequence's
-        (from its admission to its last token), its `batch` field the batch's: size, sequences, tokens and wall
-        time (the aggregate throughput), the memory its batch used."""
-        samplers = [self.sampling.sampler(task.name, sample.id) for _, sample in samples]
-        jobs = [SequenceJob(ids, stop, sampler) for ids, sampler in zip(prompts, samplers)]
+    def measure_batch(self, name: str, decoder: Decoder, jobs: list[SequenceJob], references: list[list[int] | None],
+                      size: int, refill: bool = False) -> tuple[list[dict[str, Any] | Exception], dict[str, Any]]:
+        """The jobs decoded `size` at a time: per job, its fields of a result row (timing its own sequence's, from
+        its admission to its last token) or the exception it raised; and the `batch` fields its rows share (size,
+        sequences, tokens and wall time: the aggregate throughput; the memory the batch used)."""
         self.probe.start()
         try:
             began = time.perf_counter()
-            results = decoder.generate_batch(jobs, config.batch_size, config.refill)
+            results = decoder.generate_batch(jobs, size, refill)
             wall_s = time.perf_counter() - began
         finally:
             memory = self.probe.stop()
-        batch = {"id": batch_id, "size": config.batch_size, "refill": config.refill, "sequences": len(jobs),
+        batch = {"size": size, "refill": refill, "sequences": len(jobs),
                  "tokens": sum(len(r.generation.tokens) for r in results if r.error is None), "wall_s": wall_s}
+        fields = []
+        for job, result, reference in zip(jobs, results, references):
+            if result.error is not None:
+                fields.append(result.error)
+                continue
+            ttft = None if result.first_token_s is None else result.first_token_s - result.started_s
+            fields.append({"memory": memory} | self._fields(name, decoder, job.prompt_ids, result.generation, ttft,
+                                                            result.finished_s - result.started_s, job.sampler,
+                                                            reference))
+        return fields, batch
+
+    def batch_rows(self, name: str, decoder: Decoder, task: Task, samples: list[tuple[int, Sample]],
+                   prompts: list[list[int]], stop: StopCondition, references: list[list[int] | None],
+                   config: BenchConfig, batch_id: int) -> list[dict[str, Any]]:
+        """The samples decoded `config.batch_size` at a time (`measure_batch`), one row each."""
+        jobs = [SequenceJob(ids, stop, self.sampling.sampler(task.name, sample.id))
+                for ids, (_, sample) in zip(prompts, samples)]
+        fields, batch = self.measure_batch(name, decoder, jobs, references, config.batch_size, config.refill)
         rows = []
-        for (index, sample), ids, result, sampler, reference in zip(samples, prompts, results, samplers, references):
+        for (index, sample), ids, measured in zip(samples, prompts, fields):
             row = empty_row(name, task.name, sample.id, index, len(ids)) | {"category": sample.meta.get("category"),
-                                                                              "memory": memory, "batch": batch}
+                                                                              "batch": {"id": batch_id, **batch}}
             try:
-                if result.error is not None:
-                    raise result.error
-                ttft = None if result.first_token_s is None else result.first_token_s - result.started_s
-                row.update(self._fields(name, decoder, ids, result.generation, ttft,
-                                        result.finished_s - result.started_s, sampler, reference))
+                if isinstance(measured, Exception):
+                    raise measured
+                row.update(measured)
                 row["quality"] = task.score(sample, row["text"])
             except Exception as exc:  # recorded in the row; the run goes on
                 row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
             rows.append(row)
         return rows
-
-    def row(self, name: str, decoder: Decoder, task: Task, sample: Sample, index: int, prompt_ids: list[int],
-            stop: StopCondition, reference: list[int] | None) -> dict[str, Any]:
-        row = empty_row(name, task.name, sample.id, index, len(prompt_ids)) | {"category": sample.meta.get("category")}
-        try:
-            row.update(self.measure(name, decoder, prompt_ids, stop, self.sampling.sampler(task.name, sample.id),
-                                    reference))
-            row["quality"] = task.score(sample, row["text"])
-        except Exception as exc:  # recorded in the row; the run goes on
-            row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        return row
 
 
 def empty_row(decoder: str, task: str, sample_id: Any, index: int, prompt_tokens: int) -> dict[str, Any]:

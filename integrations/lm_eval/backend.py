@@ -14,6 +14,7 @@ Requests run one at a time: the decoders are single-sequence.
 """
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,12 @@ from lm_eval.utils import get_rolling_token_windows, make_disjoint_window, simpl
 from tqdm import tqdm
 
 import decoders  # noqa: F401  (registers the decoders)
+from harness.core.batching import SequenceJob
 from harness.core.decoding import DECODERS, Decoder, StopCondition, check_settings
-from harness.core.errors import HarnessError, MissingHeads
+from harness.core.errors import HarnessError, MissingHeads, SettingError
 from harness.core.loading import load_runner
 from harness.core.model_runner import ModelRunner
-from harness.core.sampling import Sampler, Sampling
+from harness.core.sampling import Sampling
 from harness.checks.parity import parity_counts
 from harness.run.benchmark import Measurer, empty_row
 from harness.schema import REFERENCE_DECODER
@@ -47,8 +49,10 @@ class FastDecodeLM(TemplateLM):
         harness task a decoder's trained heads belong to (default: each request's lm-eval task name); the remaining
         keyword arguments (e.g. `heads=...`) are the decoder's settings. `seed` seeds sampling requests; `telemetry`
         measures memory as runs do.
-        `batch_size` is accepted for lm-eval's sake; requests run one at a time."""
+        `batch_size`: generation requests of one task decoded together (`Decoder.generate_batch`), each request's
+        row recording its batch; log-likelihoods run one request at a time."""
         super().__init__()
+        self.batch_size = batch_size_of(batch_size)
         self.decoder_class = DECODERS.get(decoder)
         decoder_settings = check_settings(self.decoder_class, decoder, decoder_settings)  # before the model loads
         self.runner = runner if runner is not None else load_runner(pretrained, dtype, device)
@@ -130,7 +134,8 @@ class FastDecodeLM(TemplateLM):
     def generate_until(self, requests, disable_tqdm: bool = False) -> list[str]:
         eos_text = self.tokenizer.decode([self.eot_token_id])
         texts = []
-        for index, request in enumerate(tqdm(requests, disable=disable_tqdm, desc="generate_until")):
+        prepared = []
+        for index, request in enumerate(requests):
             context, gen_kwargs = request.args
             settings = normalize_gen_kwargs(gen_kwargs, self.max_gen_toks)
             sampler = self._sampling(settings, gen_kwargs).sampler(request.task_name, request.doc_id, index)
@@ -138,13 +143,22 @@ class FastDecodeLM(TemplateLM):
             max_new = settings["max_gen_toks"]
             prompt_ids = self.tok_encode(context)[-(self.max_length - max_new):]
             stop = StopCondition(max_new, frozenset(self.runner.eos_token_ids), tuple(until), self.tokenizer)
-            row = empty_row(self.decoder_class.name, request.task_name, request.doc_id, index, len(prompt_ids))
-            row.update(self._generate(request.task_name, prompt_ids, stop, sampler))
-            text = postprocess_generated_text(row["text"], until, None)
-            row["text"] = text
-            self._record(row)
-            self.cache_hook.add_partial("generate_until", (context, gen_kwargs), text)
-            texts.append(text)
+            prepared.append((index, request, SequenceJob(prompt_ids, stop, sampler), until))
+        batches = [list(group) for _, group in itertools.groupby(prepared, key=lambda p: p[1].task_name)]
+        batches = [group[i:i + self.batch_size] for group in batches for i in range(0, len(group), self.batch_size)]
+        with tqdm(total=len(prepared), disable=disable_tqdm, desc="generate_until") as bar:
+            for batch in batches:
+                task = batch[0][1].task_name
+                for (index, request, job, until), fields in zip(batch, self._generate(task, [p[2] for p in batch])):
+                    row = empty_row(self.decoder_class.name, request.task_name, request.doc_id, index,
+                                    len(job.prompt_ids))
+                    row.update(fields)
+                    text = postprocess_generated_text(row["text"], until, None)
+                    row["text"] = text
+                    self._record(row)
+                    self.cache_hook.add_partial("generate_until", request.args, text)
+                    texts.append(text)
+                    bar.update()
         return texts
 
     def _decoder(self, name: str, task: str | None) -> Decoder:
@@ -166,15 +180,23 @@ class FastDecodeLM(TemplateLM):
         return Sampling(temperature=float(gen_kwargs.get("temperature", 1.0)), top_p=float(settings.get("top_p", 1.0)),
                         top_k=int(settings.get("top_k") or 0), seed=self.seed)
 
-    def _generate(self, task: str | None, prompt_ids: list[int], stop: StopCondition,
-                  sampler: Sampler | None = None) -> dict[str, Any]:
-        """Runs the chosen decoder once, measured as a run measures it; with `parity` and greedy decoding, its tokens
-        are checked against vanilla's."""
-        name = self.decoder_class.name
-        check = self.parity and sampler is None and name != REFERENCE_DECODER
-        reference = self._decoder(REFERENCE_DECODER, task).generate(prompt_ids, stop).tokens if check else None
-        fields = self.measurer.measure(name, self._decoder(name, task), prompt_ids, stop, sampler, reference)
-        return fields | {"sampling": (sampler.settings if sampler else Sampling()).as_dict()}
+    def _generate(self, task: str | None, jobs: list[SequenceJob]) -> list[dict[str, Any]]:
+        """Runs the chosen decoder over the jobs (one, or a batch), measured as a run measures it; with `parity`
+        and greedy decoding, each job's tokens are checked against vanilla's."""
+        name, decoder = self.decoder_class.name, self._decoder(self.decoder_class.name, task)
+        references = [self._decoder(REFERENCE_DECODER, task).generate(job.prompt_ids, job.stop).tokens
+                      if self.parity and job.sampler is None and name != REFERENCE_DECODER else None for job in jobs]
+        if self.batch_size == 1:
+            (job,), (reference,) = jobs, references
+            measured = [self.measurer.measure(name, decoder, job.prompt_ids, job.stop, job.sampler, reference)]
+        else:
+            measured, batch = self.measurer.measure_batch(name, decoder, jobs, references, self.batch_size)
+            for fields in measured:
+                if isinstance(fields, Exception):
+                    raise fields
+                fields["batch"] = batch
+        return [fields | {"sampling": (job.sampler.settings if job.sampler else Sampling()).as_dict()}
+                for fields, job in zip(measured, jobs)]
 
     def _record(self, row: dict[str, Any]) -> None:
         self.request_stats.append(row)
@@ -193,3 +215,15 @@ def speed_summary(rows: list[dict[str, Any]]) -> str:
         if sum(counts.values()) else ""
     rate = f"{tokens / seconds:.2f} tokens/s" if seconds > 0 else "no tokens"
     return f"{len(rows)} generation requests, {tokens} tokens, {rate}{parity}"
+
+
+def batch_size_of(value: int | str) -> int:
+    """lm-eval's `batch_size` as a number of sequences (it passes an int or its text; `auto` sizes nothing here)."""
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        raise SettingError("batch_size", f"must be a whole number of sequences, 1 or more, not {value!r} (fastdecode "
+                           "measures each batch size as given)") from None
+    if size < 1:
+        raise SettingError("batch_size", f"must be 1 or more, not {size}")
+    return size
