@@ -1,7 +1,6 @@
 """A first run: missing heads are trained with the decoder's recipe (or refused with --no-train), decoders with
 trained heads default to the recommended setting and the run's meta.json says which and why; no arguments print
 a usage."""
-import json
 import os
 import subprocess
 import sys

@@ -4,7 +4,6 @@ import pytest
 
 from decoders.pld import PromptLookup, lookup
 from harness.core.errors import HarnessError
-from harness.core.loading import load_runner
 from spec_planting import check_planted_round_trip, real_prompts, stop_after, vanilla_tokens
 
 NEW_TOKENS = 32

@@ -4,8 +4,11 @@ import json
 
 import pytest
 
+from harness.checks.distribution import RUN_TOP_K, informative_prefix
 from harness.core.errors import HarnessError
+from harness.core.sampling import Sampling
 from harness.run.meta import write_meta
+from tasks.base import build_task
 from test_bench_cli import one_line_error, run_cli
 
 NO_MODEL = ("--model", "/nonexistent/model.gguf")  # reached only if the check under test did not fire first
@@ -41,7 +44,7 @@ def test_a_rerun_with_other_sampling_settings_is_refused(tmp_path):
         write_meta(tmp_path, _meta({"greedy": False, "temperature": 0.7, "top_p": 0.95, "top_k": 0, "seed": 0}))
 
 
-def test_a_sampled_run_records_its_settings_and_skips_parity(tmp_path):
+def test_a_sampled_run_records_its_settings_and_skips_parity(runner, tmp_path):
     args = ("--decoders", "pld", "--tasks", "humaneval", "--limit", "2", "--max-new-tokens", "8", "--device", "cpu",
             "--dtype", "float32", "--temperature", "0.7", "--top-p", "0.95", "--seed", "3", "--warmup", "0",
             "--distribution-draws", "20", "--no-report")
@@ -55,7 +58,14 @@ def test_a_sampled_run_records_its_settings_and_skips_parity(tmp_path):
     assert [(c["task"], c["decoder"], c["draws"]) for c in checks] == [("humaneval", "vanilla", 20),
                                                                         ("humaneval", "pld", 20)]
     assert checks[0]["sampling"] == {"greedy": False, "temperature": 0.7, "top_p": 0.95, "top_k": 3, "seed": 3}
-    assert checks[0]["prefix_tokens"] == checks[1]["prefix_tokens"] >= 0  # both decoders checked from one start
+    task = build_task("humaneval")
+    sample = task.samples(2)[0]  # a run checks its first sample, with the top-k cut to RUN_TOP_K
+    prompt_ids = task.prompt_ids(sample, runner.tokenizer)
+    start = len(informative_prefix(runner, prompt_ids, Sampling(temperature=0.7, top_p=0.95, top_k=RUN_TOP_K,
+                                                                 seed=3))) - len(prompt_ids)
+    assert start > 0  # the most uncertain greedy position is not the first: a check from the bare prompt fails
+    assert [c["sample_id"] for c in checks] == [str(sample.id)] * 2
+    assert checks[0]["prefix_tokens"] == checks[1]["prefix_tokens"] == start  # both decoders from that start
     assert "pld on humaneval" in out.stdout and "distribution check" in out.stdout
     assert run_cli(*args, "--out", str(tmp_path / "b")).returncode == 0
     again = [json.loads(line) for line in (tmp_path / "b" / "results.jsonl").read_text().splitlines()]

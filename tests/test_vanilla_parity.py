@@ -1,5 +1,4 @@
 """The vanilla decoder is the parity reference, so it must equal transformers' own greedy `generate`."""
-import pytest
 import torch
 
 from decoders.vanilla import Vanilla
