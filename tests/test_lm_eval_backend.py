@@ -3,10 +3,9 @@ import lm_eval
 import pytest
 import torch
 from lm_eval.api.instance import Instance
-
-from harness.core.batching import SequenceJob
 from lm_eval.tasks import TaskManager
 
+from harness.core.batching import SequenceJob
 from harness.core.decoding import DECODERS
 from harness.core.errors import HarnessError
 from harness.core.heads import ExitHead
