@@ -89,6 +89,21 @@ def test_generations_equal_vanilla(runner, task_manager, vanilla_run):
     assert sum(r["stats"]["rejected"] for r in lm.request_stats) > 0  # rollbacks happened
 
 
+def test_batch_size_in_model_args_decodes_requests_together_with_vanillas_generations(runner, task_manager,
+                                                                                       vanilla_run):
+    expected, _ = vanilla_run
+    lm = FastDecodeLM(runner=runner, decoder="adadecode", parity=True, batch_size="2", **adadecode_settings(runner))
+    results = evaluate(lm, task_manager, (GENERATION_TASK,))
+    assert responses(results, GENERATION_TASK) == responses(expected, GENERATION_TASK)
+    assert [(r["batch"]["size"], r["batch"]["sequences"]) for r in lm.request_stats] == [(2, 2)] * LIMIT
+    assert all(r["parity"]["class"] in ("exact", "near_tie") for r in lm.request_stats)
+
+
+def test_a_batch_size_that_is_not_a_whole_number_is_refused_before_loading():
+    with pytest.raises(HarnessError, match="batch_size must be a whole number of sequences, 1 or more, not 'auto'"):
+        FastDecodeLM(pretrained="/nonexistent/model.gguf", batch_size="auto")
+
+
 def request(kind: str, args: tuple) -> Instance:
     return Instance(request_type=kind, doc={}, arguments=args, idx=0, metadata=("unit", 0, 1))
 

@@ -58,7 +58,8 @@ class PackedLinear:
 
     A single row is fed as two identical rows: oneDNN's one-row kernel is neither batch-invariant (measured: the
     1536→576 down projection differs in the last bit from the same row in a larger batch) nor fast (4 ms against
-    0.05 ms for two rows, measured on AVX512-BF16). From two rows on, every row's bits are the same at any count.
+    0.05 ms for two rows, measured on AVX512-BF16). From two rows on, every row's bits are the same at any count
+    up to the row count where oneDNN changes its blocking (`PackedBF16Stack.exact_rows`, measured at start-up).
     """
 
     def __init__(self, *linears: torch.nn.Linear) -> None:
