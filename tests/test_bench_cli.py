@@ -26,6 +26,15 @@ def one_line_error(out: subprocess.CompletedProcess, *fragments: str) -> None:
         assert fragment in out.stderr
 
 
+def error_line(out: subprocess.CompletedProcess, *fragments: str) -> None:
+    """An error found after the run's first notices (the split of each task): its own one line, last, no traceback."""
+    assert out.returncode == 2, out.stderr
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and out.stderr.count("error: ") == 1 and "Traceback" not in out.stderr, out.stderr
+    for fragment in fragments:
+        assert fragment in line, line
+
+
 def test_unknown_task_lists_the_known_ones():
     one_line_error(run_cli("--tasks", "xsum,nope"), "unknown task 'nope'", "gsm8k", "humaneval", "spec_bench")
 

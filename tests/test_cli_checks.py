@@ -1,7 +1,7 @@
 """Bad settings, budgets and data files are refused in one line before the model loads; the split is announced."""
 import json
 
-from test_bench_cli import one_line_error, run_cli
+from test_bench_cli import error_line, one_line_error, run_cli
 
 NO_MODEL = ("--model", "/nonexistent/model.gguf")  # reached only if the check under test did not fire first
 
@@ -72,3 +72,11 @@ def test_the_split_is_announced_and_train_rows_moves_it(tmp_path):
     assert "gsm8k: 5 rows from" in out.stderr and "3 reserved for training heads (never scored), 2 scored" in out.stderr
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert meta["tasks"]["gsm8k"]["training_rows"] == [0, 3]
+
+
+def test_a_text_file_named_gguf_is_refused_as_not_a_gguf_file(tmp_path):
+    fake = tmp_path / "model.gguf"
+    fake.write_text("not a model\n")
+    error_line(run_cli("--tasks", "gsm8k", "--data", _gsm8k(tmp_path, [ROW] * 2), "--train-rows", "0",
+                       "--limit", "1", "--model", str(fake)),
+                   f"--model {fake} is not a GGUF file", "a checkpoint folder")
