@@ -80,3 +80,9 @@ def test_a_text_file_named_gguf_is_refused_as_not_a_gguf_file(tmp_path):
     error_line(run_cli("--tasks", "gsm8k", "--data", _gsm8k(tmp_path, [ROW] * 2), "--train-rows", "0",
                        "--limit", "1", "--model", str(fake)),
                    f"--model {fake} is not a GGUF file", "a checkpoint folder")
+
+
+def test_an_empty_data_file_is_refused_as_empty_not_with_train_rows_advice(tmp_path):
+    out = run_cli("--tasks", "gsm8k", "--data", _gsm8k(tmp_path, []), "--train-rows", "0", *NO_MODEL)
+    one_line_error(out, "gsm8k/test.jsonl holds no rows", "--data")
+    assert "--train-rows" not in out.stderr

@@ -66,10 +66,7 @@ def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[st
     chosen_tasks = [build_task(spec, options.data, options.train_rows) for spec in parse_task_list(options.tasks)]
     for task in chosen_tasks:
         task.samples(options.limit)  # a missing data file or an unreachable hub fails before the model loads
-        if not task.split_counts()[1]:
-            raise HarnessError(f"{task.name}: all {len(task.rows())} rows of {task.local_path() or task.source} are "
-                               f"reserved for training heads (the first {task.train_rows}), none is scored; pass "
-                               f"--train-rows N below {len(task.rows())} (e.g. --train-rows 0)")
+        check_scored_rows(task)
         if world.rank == 0:
             print(task.split_line(), file=sys.stderr)
     isolated = code_isolation(chosen_tasks)
@@ -141,6 +138,16 @@ def failed_decoders(rows) -> int:
                   f"exit code 1", file=sys.stderr)
             code = 1
     return code
+
+
+def check_scored_rows(task: Task) -> None:
+    """A task must have a row to score: an empty source, or one of training rows only, is refused."""
+    total, where = len(task.rows()), task.local_path() or task.source
+    if not total:
+        raise HarnessError(f"{task.name}: {where} holds no rows; add the task's rows to it or pass another --data")
+    if not task.split_counts()[1]:
+        raise HarnessError(f"{task.name}: all {total} rows of {where} are reserved for training heads (the first "
+                           f"{task.train_rows}), none is scored; pass --train-rows N below {total} (e.g. --train-rows 0)")
 
 
 def check_out(out: Path) -> None:
