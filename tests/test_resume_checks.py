@@ -117,3 +117,16 @@ def test_a_resume_under_another_recommendation_is_refused(no_heads, monkeypatch)
         write_meta(out, _settings_meta(model, {"adadecode": {}}))
     assert json.loads((out / "meta.json").read_text())["settings_used"]["gsm8k"]["adadecode"]["settings"]["gamma"] \
         == 0.85  # the refused run changed nothing
+
+
+def test_a_resume_with_other_data_is_blamed_on_data_also_where_only_the_training_source_moved(tmp_path):
+    """HumanEval's own rows come with its package; --data moves only the MBPP rows its heads train on."""
+    for folder in ("a", "b"):
+        (tmp_path / folder / "mbpp").mkdir(parents=True)
+        (tmp_path / folder / "mbpp" / "test.jsonl").write_text(json.dumps({"task_id": 1, "text": folder}) + "\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    write_meta(out, _meta({"humaneval": TASKS.get("humaneval")(str(tmp_path / "a")).split_info()}))
+    with pytest.raises(HarnessError, match="holds humaneval rows .*mbpp.*; use the same --data") as refused:
+        write_meta(out, _meta({"humaneval": TASKS.get("humaneval")(str(tmp_path / "b")).split_info()}))
+    assert "--train-rows" not in str(refused.value)
