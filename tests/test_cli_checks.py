@@ -1,7 +1,13 @@
 """Bad settings, budgets and data files are refused in one line before the model loads; the split is announced."""
 import json
+from types import SimpleNamespace
 
+import pytest
 from test_bench_cli import error_line, one_line_error, run_cli
+
+import decoders  # noqa: F401  (registers the decoders)
+from harness.core.errors import HarnessError
+from harness.run.training import prepare_heads
 
 NO_MODEL = ("--model", "/nonexistent/model.gguf")  # reached only if the check under test did not fire first
 
@@ -86,3 +92,15 @@ def test_an_empty_data_file_is_refused_as_empty_not_with_train_rows_advice(tmp_p
     out = run_cli("--tasks", "gsm8k", "--data", _gsm8k(tmp_path, []), "--train-rows", "0", *NO_MODEL)
     one_line_error(out, "gsm8k/test.jsonl holds no rows", "--data")
     assert "--train-rows" not in out.stderr
+
+
+@pytest.mark.parametrize("model, flag", [("SmolLM2-135M-Instruct", ""),  # the default --model says nothing
+                                         ("Qwen2.5-Coder-0.5B-Instruct", " --model qwen2.5-coder-0.5b"),
+                                         ("/models/other.gguf", " --model /models/other.gguf")])
+def test_the_train_heads_command_for_missing_heads_carries_the_runs_model_and_data(tmp_path, monkeypatch, model, flag):
+    """The command a refused run prints must train the heads it lacks from the same data (offline: --data)."""
+    monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path))  # no heads
+    with pytest.raises(HarnessError) as refused:
+        prepare_heads(SimpleNamespace(name=model), {"adadecode": {}}, ["gsm8k"], "../shared/data", refuse="--no-train")
+    assert str(refused.value).endswith(f"train them with: python run.py train-heads --decoder adadecode --task gsm8k"
+                                       f"{flag} --data ../shared/data (--no-train)")
