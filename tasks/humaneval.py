@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from harness.core.errors import HarnessError
 from tasks.base import TASKS, Sample, Task
 from tasks.code_execution import extract_code, passes
 from tasks.mbpp import MBPP
@@ -49,8 +50,12 @@ class HumanEval(Task):
         return self.mbpp.training_prompts(n)
 
     def split_info(self) -> dict:
-        return {**super().split_info(), "training_rows": None,
-                "training_source": {"task": "mbpp", **self.mbpp.split_rows()}}
+        """Also where the MBPP rows its heads train on come from: a data folder without them is refused."""
+        try:
+            training = self.mbpp.split_rows()
+        except HarnessError as exc:
+            raise HarnessError(f"{exc} (humaneval's heads train on MBPP's rows)") from None
+        return {**super().split_info(), "training_rows": None, "training_source": {"task": "mbpp", **training}}
 
     def to_sample(self, row: dict, index: int) -> Sample:
         return Sample(id=row["task_id"], prompt=PROMPT.format(code=row["prompt"]), reference=row)

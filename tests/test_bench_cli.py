@@ -11,6 +11,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+NO_MODEL = ("--model", "/nonexistent/model.gguf")  # reached only if the check under test did not fire first
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 

@@ -3,13 +3,11 @@ import json
 from types import SimpleNamespace
 
 import pytest
-from test_bench_cli import error_line, one_line_error, run_cli
+from test_bench_cli import NO_MODEL, error_line, one_line_error, run_cli
 
 import decoders  # noqa: F401  (registers the decoders)
 from harness.core.errors import HarnessError
 from harness.run.training import prepare_heads
-
-NO_MODEL = ("--model", "/nonexistent/model.gguf")  # reached only if the check under test did not fire first
 
 
 def test_a_mistyped_setting_names_the_decoders_settings_before_the_model_loads():

@@ -64,9 +64,11 @@ def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[st
         check_out(Path(options.out))
     device = world.device(resolve_device(options.device))  # a bad --device fails before any data is read
     chosen_tasks = [build_task(spec, options.data, options.train_rows) for spec in parse_task_list(options.tasks)]
+    splits = {}
     for task in chosen_tasks:
         task.samples(options.limit)  # a missing data file or an unreachable hub fails before the model loads
         check_scored_rows(task)
+        splits[task.name] = task.split_info()  # so does any other file it reads (HumanEval: MBPP's rows)
         if world.rank == 0:
             print(task.split_line(), file=sys.stderr)
     isolated = code_isolation(chosen_tasks)
@@ -99,7 +101,7 @@ def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[st
                 # per decoder: whether its output equals vanilla's bit for bit by construction on this runner
                 "bit_exact": {n: runner.exact_chunks and DECODERS.get(base_decoder(n)).exact_on_runner for n in names},
                 "decoder_settings": explicit, "settings_used": settings_used,
-                "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()],
+                "tasks": splits, "command_lines": [command_line()],
                 **({"trained_heads": trained} if trained else {}), **isolated, **extra_meta}
         world.on_rank0(lambda: write_meta(out, meta))
         config = BenchConfig(out_dir=out, limit=options.limit, max_new_tokens=options.max_new_tokens,
