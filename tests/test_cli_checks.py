@@ -1,11 +1,13 @@
 """Bad settings, budgets and data files are refused in one line before the model loads; the split is announced."""
 import json
+import re
 from types import SimpleNamespace
 
 import pytest
 from test_bench_cli import NO_MODEL, error_line, one_line_error, run_cli
 
 import decoders  # noqa: F401  (registers the decoders)
+from harness.core.decoding import CACHE_HEADROOM
 from harness.core.errors import HarnessError
 from harness.run.training import prepare_heads
 
@@ -102,3 +104,23 @@ def test_the_train_heads_command_for_missing_heads_carries_the_runs_model_and_da
         prepare_heads(SimpleNamespace(name=model), {"adadecode": {}}, ["gsm8k"], "../shared/data", refuse="--no-train")
     assert str(refused.value).endswith(f"train them with: python run.py train-heads --decoder adadecode --task gsm8k"
                                        f"{flag} --data ../shared/data (--no-train)")
+
+
+def _run_on(tmp_path, question, *flags):
+    data = _gsm8k(tmp_path, [json.dumps({"question": question, "answer": "#### 2"})])
+    return run_cli("--tasks", "gsm8k", "--data", data, "--train-rows", "0", "--warmup", "0", "--device", "cpu",
+                   "--dtype", "float32", "--no-report", "--out", str(tmp_path / "run"), *flags)
+
+
+def test_a_budget_beyond_the_models_context_is_refused_before_any_generation_naming_the_largest_that_fits(tmp_path):
+    out = _run_on(tmp_path, "What is 1 + 1?", "--max-new-tokens", "100000")
+    error_line(out, "more than SmolLM2-135M-Instruct's context of 8192 positions (max_position_embeddings)")
+    fits = int(re.search(r"pass --max-new-tokens (\d+) or less", out.stderr).group(1))
+    assert 8192 - CACHE_HEADROOM - 100 < fits < 8192 - CACHE_HEADROOM  # less the prompt's few tokens
+    assert not (tmp_path / "run" / "results.jsonl").exists()
+
+
+def test_a_prompt_longer_than_the_models_context_is_refused_naming_the_sample(tmp_path):
+    out = _run_on(tmp_path, "one two three " * 3000, "--max-new-tokens", "1")
+    error_line(out, "the prompt of gsm8k/0 alone takes", "of the 8192 positions", "--limit")
+    assert not (tmp_path / "run" / "results.jsonl").exists()

@@ -14,6 +14,7 @@ import tasks  # noqa: F401  (registers the tasks)
 from harness.core.decoding import CACHE_HEADROOM, DECODERS, check_settings
 from harness.core.errors import HarnessError
 from harness.core.loading import load_runner, resolve_device
+from harness.core.model_runner import ModelRunner
 from harness.core.sampling import Sampling
 from harness.run.benchmark import BenchConfig, run_benchmark
 from harness.run.distributed import World
@@ -25,7 +26,7 @@ from harness.run.training import prepare_heads
 from harness.schema import RESULTS_FILE, base_decoder, decoder_order
 from reports.run_files import load_run
 from reports.summary import format_summary
-from tasks.base import Task, build_task, parse_task_list
+from tasks.base import Sample, Task, build_task, parse_task_list
 from tasks import sandbox
 
 SEED = 0
@@ -75,6 +76,7 @@ def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[st
     torch.manual_seed(SEED)
     runner = load_runner(options.model, options.dtype, str(device), max_context=lambda tokenizer: longest_sequence(
         chosen_tasks, tokenizer, options.limit, options.max_new_tokens), runner=options.runner)
+    check_context(runner, chosen_tasks, options.limit, options.max_new_tokens)
     names = decoder_order(decoder_names)
     task_names = [t.name for t in chosen_tasks]
     explicit = {n: settings.get(n, {}) for n in names}
@@ -173,8 +175,31 @@ def code_isolation(chosen_tasks: list[Task]) -> dict:
     return {"code_isolation": found.as_dict()}
 
 
+def prompt_lengths(chosen_tasks: list[Task], tokenizer, limit: int | None) -> list[tuple[int, Task, Sample]]:
+    """Every sample of the run with its task and its prompt's length in tokens."""
+    return [(len(task.prompt_ids(sample, tokenizer)), task, sample)
+            for task in chosen_tasks for sample in task.samples(limit)]
+
+
 def longest_sequence(chosen_tasks: list[Task], tokenizer, limit: int | None, max_new_tokens: int | None) -> int:
     """The most positions any sample of the run reaches: its prompt plus the generation budget and the cache's
-    headroom for drafts (asked only for a sliding-window model)."""
-    return max(len(task.prompt_ids(sample, tokenizer)) + (max_new_tokens or task.max_new_tokens) + CACHE_HEADROOM
-               for task in chosen_tasks for sample in task.samples(limit))
+    headroom for drafts."""
+    return max(length + (max_new_tokens or task.max_new_tokens) + CACHE_HEADROOM
+               for length, task, _ in prompt_lengths(chosen_tasks, tokenizer, limit))
+
+
+def check_context(runner: ModelRunner, chosen_tasks: list[Task], limit: int | None, max_new_tokens: int | None) -> None:
+    """Before any generation: every sample's prompt, its generation budget and the drafts' headroom fit in the
+    model's context (`max_position_embeddings`); else one line naming the budget that fits, or the prompt too long."""
+    context = getattr(runner.config, "max_position_embeddings", None)
+    needed = longest_sequence(chosen_tasks, runner.tokenizer, limit, max_new_tokens)
+    if context is None or needed <= context:
+        return
+    prompt, _, sample = max(prompt_lengths(chosen_tasks, runner.tokenizer, limit), key=lambda p: p[0])
+    room = context - prompt - CACHE_HEADROOM
+    fix = (f"pass --max-new-tokens {room} or less" if room >= 1 else
+           f"the prompt of {sample.id} alone takes {prompt} of the {context} positions: use shorter prompts (fix or "
+           f"drop that row of --data, or a --limit that stops before it)")
+    raise HarnessError(f"this run needs up to {needed} positions (prompt + generation budget + {CACHE_HEADROOM} for "
+                       f"drafts), more than {runner.name}'s context of {context} positions (max_position_embeddings); "
+                       f"{fix}")
