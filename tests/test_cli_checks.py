@@ -1,10 +1,12 @@
 """Bad settings, budgets and data files are refused in one line before the model loads; the split is announced."""
 import json
 import re
+import subprocess
+import sys
 from types import SimpleNamespace
 
 import pytest
-from test_bench_cli import NO_MODEL, error_line, one_line_error, run_cli
+from test_bench_cli import ENV, NO_MODEL, ROOT, error_line, one_line_error, run_cli
 
 import decoders  # noqa: F401  (registers the decoders)
 from harness.core.decoding import CACHE_HEADROOM
@@ -124,3 +126,11 @@ def test_a_prompt_longer_than_the_models_context_is_refused_naming_the_sample(tm
     out = _run_on(tmp_path, "one two three " * 3000, "--max-new-tokens", "1")
     error_line(out, "the prompt of gsm8k/0 alone takes", "of the 8192 positions", "--limit")
     assert not (tmp_path / "run" / "results.jsonl").exists()
+
+
+def test_an_unknown_lm_eval_task_is_one_line_naming_how_to_list_the_task_names():
+    out = subprocess.run([sys.executable, "-m", "integrations.lm_eval", "run", "--model", "fastdecode", "--tasks",
+                          "nosuchtask", "--limit", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
+    error_line(out, "lm-eval has no task nosuchtask", "python -m integrations.lm_eval ls tasks")
+    error_line(run_cli("lm-eval", "--tasks", "nosuchtask", "--limit", "1"), "lm-eval has no task nosuchtask",
+               "python run.py lm-eval ls tasks")
