@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -109,7 +110,9 @@ def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[st
         config = BenchConfig(out_dir=out, limit=options.limit, max_new_tokens=options.max_new_tokens,
                              warmup=options.warmup, telemetry=not options.no_telemetry, decoder_settings=settings,
                              world=world, sampling=sampling, distribution_draws=options.distribution_draws,
-                             task_settings=task_settings)
+                             task_settings=task_settings, conditions={
+                                 "telemetry": not options.no_telemetry, "warmup": options.warmup,
+                                 "commit": meta["git_commit"], "launch": uuid.uuid4().hex[:12]})
         try:
             rows = run_benchmark(runner, decoder_names, chosen_tasks, config)
         except KeyboardInterrupt:
