@@ -46,6 +46,7 @@ class BenchConfig:
     world: World = field(default_factory=World)
     sampling: Sampling = field(default_factory=Sampling)
     distribution_draws: int = 200  # draws of each decoder's distribution check under sampling (0: none)
+    conditions: dict[str, Any] | None = None  # every row's `conditions` (`harness.schema.CONDITIONS`)
 
 
 class Measurer:
@@ -94,7 +95,7 @@ def empty_row(decoder: str, task: str, sample_id: Any, index: int, prompt_tokens
     return {"decoder": decoder, "task": task, "sample_id": sample_id, "sample_index": index, "category": None,
             "prompt_tokens": prompt_tokens, "tokens": None, "text": None, "new_tokens": None, "ttft_s": None,
             "decode_s": None, "total_s": None, "tokens_per_s": None, "stats": None, "memory": None, "parity": None,
-            "quality": None, "error": None}
+            "quality": None, "error": None, "conditions": None}
 
 
 class Throughput:
@@ -137,7 +138,7 @@ def run_task(runner: ModelRunner, store: ResultStore, measurer: Measurer, names:
                     continue
                 prompt_ids = prompt_ids or task.prompt_ids(sample, runner.tokenizer)
                 row = measurer.row(name, decoders[name], task, sample, index, prompt_ids, stop,
-                                   store.reference_tokens(task.name, sample.id))
+                                   store.reference_tokens(task.name, sample.id)) | {"conditions": config.conditions}
                 store.append(row)
                 bar.set_postfix(throughput.add(row), refresh=False)
                 bar.update()
