@@ -405,8 +405,8 @@ def lm_eval(argv: list[str]) -> int:
     if "-h" in rest or "--help" in rest:
         lm_eval_parser().print_help()
     from integrations.lm_eval import backend as lm_eval_backend  # registers the "fastdecode" model with lm-eval
+    from integrations.lm_eval.cli import evaluate
     from integrations.lm_eval.tasks import render_tasks
-    from lm_eval.__main__ import cli_evaluate
 
     if rest[:1] in (["ls"], ["validate"]):
         command, rest = rest[:1], rest[1:]
@@ -426,8 +426,8 @@ def lm_eval(argv: list[str]) -> int:
             if "--include_path" in rest:
                 raise HarnessError("pass either --data (our local task templates) or --include_path, not both")
             rest += ["--include_path", str(render_tasks(args.data, tasks_dir))]
-        sys.argv = ["lm-eval", *command, *rest]
-        cli_evaluate()
+        listing = "python run.py lm-eval ls tasks" + (f" --data {args.data}" if args.data else " (--data DIR adds ours)")
+        evaluate(["lm-eval", *command, *rest], listing)
     if speed_log is not None and speed_log.is_file():
         rows = [json.loads(line) for line in speed_log.read_text(encoding="utf-8").splitlines()]
         print(f"fastdecode: {lm_eval_backend.speed_summary(rows)}; per-request speed: {speed_log}")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 
@@ -39,12 +40,7 @@ class HFGenerate(Decoder):
     def __init__(self, runner, task=None, cache: str = "dynamic", compile: str = "none", max_cache_len: int = 2048,
                  prompt_lookup_num_tokens: int | None = None, max_matching_ngram_size: int | None = None) -> None:
         super().__init__(runner, task)
-        if cache not in ("dynamic", "static"):
-            raise HarnessError(f"hf_generate cache must be dynamic or static, got {cache!r}")
-        if compile not in COMPILE_OPTIONS:
-            raise HarnessError(f"hf_generate compile must be one of {', '.join(COMPILE_OPTIONS)}, got {compile!r}")
-        if compile != "none" and cache != "static":
-            raise HarnessError("hf_generate compile needs cache=static (transformers compiles only static caches)")
+        self.check_ranges({"cache": cache, "compile": compile})
         self.cache, self.max_cache_len = cache, max_cache_len
         self.compile_config = None
         if COMPILE_OPTIONS[compile] is not None:
@@ -58,6 +54,16 @@ class HFGenerate(Decoder):
         self.lookup = {} if prompt_lookup_num_tokens is None else {
             "prompt_lookup_num_tokens": int(prompt_lookup_num_tokens),
             **({} if max_matching_ngram_size is None else {"max_matching_ngram_size": int(max_matching_ngram_size)})}
+
+    @classmethod
+    def check_ranges(cls, settings: dict[str, Any]) -> None:
+        if settings["cache"] not in ("dynamic", "static"):
+            raise HarnessError(f"hf_generate cache must be dynamic or static, got {settings['cache']!r}")
+        if settings["compile"] not in COMPILE_OPTIONS:
+            raise HarnessError(f"hf_generate compile must be one of {', '.join(COMPILE_OPTIONS)}, got "
+                               f"{settings['compile']!r}")
+        if settings["compile"] != "none" and settings["cache"] != "static":
+            raise HarnessError("hf_generate compile needs cache=static (transformers compiles only static caches)")
 
     def _cache_kwargs(self, prompt_length: int, max_new_tokens: int, batch: int = 1) -> dict:
         if self.cache == "dynamic":

@@ -13,6 +13,7 @@ or an `ExitHead` held in memory). It changes the drafts only: verification still
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -36,12 +37,17 @@ class LayerSkip(DraftVerifyDecoder):
         super().__init__(runner, task)
         if not 0 < exit_layer < runner.n_layers:
             raise HarnessError(f"exit_layer must lie in 1..{runner.n_layers - 1}, got {exit_layer}")
-        if speculations < 1:
-            raise HarnessError(f"speculations must be 1 or more, got {speculations}")
+        self.check_ranges({"speculations": speculations})
         self.exit_layer = exit_layer
         self.speculations = speculations
         self.exit_head = None if exit_head in (None, OWN_HEAD) else \
             exit_head if isinstance(exit_head, ExitHead) else self._load_exit_head(str(exit_head))
+
+    @classmethod
+    def check_ranges(cls, settings: dict[str, Any]) -> None:
+        """`exit_layer`'s range depends on the model's depth: `__init__` checks it."""
+        if settings["speculations"] < 1:
+            raise HarnessError(f"speculations must be 1 or more, got {settings['speculations']}")
 
     @classmethod
     def heads_needed(cls, model_name: str, task: str | None, settings: dict) -> HeadsNeed | None:

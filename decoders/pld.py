@@ -8,6 +8,8 @@ the input: summaries, retrieval-augmented answers, code edits.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -35,12 +37,16 @@ class PromptLookup(DraftVerifyDecoder):
 
     def __init__(self, runner, task=None, max_ngram: int = 3, min_ngram: int = 1, k: int = 10) -> None:
         super().__init__(runner, task)
-        if not 1 <= min_ngram <= max_ngram:
-            raise HarnessError(f"pld needs 1 <= min_ngram <= max_ngram, got min_ngram={min_ngram}, "
-                               f"max_ngram={max_ngram}")
-        if k < 1:
-            raise HarnessError(f"pld k (tokens drafted per round) must be 1 or more, got {k}")
+        self.check_ranges({"max_ngram": max_ngram, "min_ngram": min_ngram, "k": k})
         self.max_ngram, self.min_ngram, self.k = max_ngram, min_ngram, k
+
+    @classmethod
+    def check_ranges(cls, settings: dict[str, Any]) -> None:
+        if not 1 <= settings["min_ngram"] <= settings["max_ngram"]:
+            raise HarnessError(f"pld needs 1 <= min_ngram <= max_ngram, got min_ngram={settings['min_ngram']}, "
+                               f"max_ngram={settings['max_ngram']}")
+        if settings["k"] < 1:
+            raise HarnessError(f"pld k (tokens drafted per round) must be 1 or more, got {settings['k']}")
 
     def _generate(self, prompt_ids, stop, on_first_token):
         self._context = list(prompt_ids)  # the prompt, then every token emitted or drafted since

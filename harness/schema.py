@@ -9,6 +9,9 @@ RANK_FILE_PATTERN = "results.rank*.jsonl"
 META_FILE = "meta.json"
 DISTRIBUTION_FILE = "distribution.jsonl"  # a sampled run's distribution checks, one row per task and decoder
 ROW_KEYS = ("decoder", "task", "sample_id")  # what identifies a result row
+# A result row's `conditions`: what it was made under that a resume may change (meta.json keeps the latest launch's
+# only); `launch` names the process run that wrote it, so a speed-up pair whose rows differ in it crosses a resume.
+CONDITIONS = ("telemetry", "warmup", "commit", "launch")
 CHECK_KEYS = ("task", "decoder")  # what identifies a distribution check
 REFERENCE_DECODER = "vanilla"  # the parity reference every other decoder is compared with
 PARITY_CLASSES = ("exact", "near_tie", "mismatch")  # a row's `parity.class`; near-ties are not failures

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pandas as pd
 
 from harness.schema import PARITY_CLASSES, REFERENCE_DECODER
+from reports.conditions import LAUNCH
 from reports.run_files import column, display_order, list_column
 
 SPEEDUP_MEDIAN = "speedup (median of ratios)"
@@ -37,12 +38,12 @@ def parity_classes(rows: pd.DataFrame) -> pd.Series:
 
 
 def paired_speedups(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per non-reference (decoder, task, sample) that the reference also finished: tokens/s ratio and the
-    sums the ratio of totals needs."""
+    """One row per non-reference (decoder, task, sample) that the reference also finished: tokens/s ratio, the
+    sums the ratio of totals needs and, where rows record it, each row's launch (`reports.conditions`)."""
     done = finished(rows).assign(tokens_per_s=lambda r: column(r, "tokens_per_s"),
                                  new_tokens=lambda r: column(r, "new_tokens"),
                                  total_s=lambda r: column(r, "total_s"))
-    keep = ["task", "sample_id", "tokens_per_s", "new_tokens", "total_s"]
+    keep = ["task", "sample_id", "tokens_per_s", "new_tokens", "total_s"] + [LAUNCH] * (LAUNCH in rows)
     reference = done[done["decoder"] == REFERENCE_DECODER][keep]
     others = done[done["decoder"] != REFERENCE_DECODER][["decoder", *keep]]
     pairs = others.merge(reference, on=["task", "sample_id"], suffixes=("", "_ref"))

@@ -18,6 +18,7 @@ import pandas as pd
 from harness.schema import PARITY_CLASSES, REFERENCE_DECODER
 from reports.batches import batch_summary
 from reports.aggregate import finished, paired_speedups, parity_classes, quality_metrics
+from reports.conditions import mixed_conditions, resumed_pairs
 from reports.run_files import column, display_order
 
 MIN_SAMPLES = 20  # fewer paired samples than this never make a firm figure
@@ -172,6 +173,20 @@ def _isolation_warnings(meta: dict) -> list[Warning]:
                              f"({isolation.get('detail')}): it could see the network and the user's files")]
 
 
+def _resume_warnings(rows: pd.DataFrame) -> list[Warning]:
+    """A resume that changed the rows' conditions, and speed-up pairs timed in different launches."""
+    found = []
+    mixed = mixed_conditions(rows)
+    if mixed:
+        found.append(Warning(CAUTION, f"MIXED CONDITIONS: the rows were made under different conditions ({mixed}): a "
+                                      f"resume changed them; rerun into a fresh --out for rows made alike"))
+    crossing = resumed_pairs(paired_speedups(rows))
+    if crossing:
+        found.append(Warning(NOTE, f"resumed: {crossing}: each such ratio divides timings taken in two launches, "
+                                   f"whose machine state may differ"))
+    return found
+
+
 def _distribution_warnings(task: str, decoder: str, r: pd.Series) -> list[Warning]:
     """Under sampling: the distribution check's verdict, which replaces token parity."""
     passed = r.get("distribution passed")
@@ -224,6 +239,6 @@ def warnings(rows: pd.DataFrame, table: pd.DataFrame, meta: dict | None = None) 
         named = ", ".join(f"{s} ({x:.2f}x)" for s, x in zip(group["sample_id"], group["speedup"]))
         found.append(Warning(CAUTION, f"OUTLIERS: {decoder} on {task}: {named} lie far outside the other samples' "
                                       f"ratios (beyond {OUTLIER_IQRS:g} IQR); rerun those samples to settle them"))
-    found += _telemetry_warnings(rows, meta or {}) + _isolation_warnings(meta or {})
+    found += _telemetry_warnings(rows, meta or {}) + _isolation_warnings(meta or {}) + _resume_warnings(rows)
     order = {FAILURE: 0, CAUTION: 1, NOTE: 2}
     return sorted(found, key=lambda w: order[w.level])

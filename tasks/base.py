@@ -4,7 +4,8 @@ A task loads its rows from the public source (Hugging Face `datasets`, or a pack
 a JSON-lines file, or a folder holding `<task>/test.jsonl`). The order is the source's own, so every run sees the
 same samples. The first `train_rows` rows are reserved for training heads (`training_prompts`) and never scored;
 `samples` evaluates from the rest (`--train-rows` overrides the task's default). Prompts go through the model's chat
-template when it has one. A row without one of the task's `fields` is a one-line error naming file, line and field.
+template when it has one. A row without one of the task's `fields`, or with one of another kind (null, a list where
+text is expected), is a one-line error naming file, line and field.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any, ClassVar
 
 from harness.core.errors import HarnessError
 from harness.core.registry import Registry
+from tasks.fields import kind_name, row_problem
 from tasks.sources import data_file, file_sha256, read_jsonl, rows_sha256
 
 
@@ -32,7 +34,7 @@ class Task:
     use_chat_template: ClassVar[bool] = True
     source: ClassVar[str] = ""  # where the rows come from without --data, for the run's metadata
     data_file_name: ClassVar[str] = "test.jsonl"  # the file's name inside <data folder>/<task>/
-    fields: ClassVar[tuple[str, ...]] = ()  # the fields every row must have
+    fields: ClassVar[dict[str, Any]] = {}  # the fields every row must have, and their kinds (`tasks.fields`)
     runs_code: ClassVar[bool] = False  # scoring runs generated code (in `tasks.sandbox`)
 
     def __init__(self, data: str | None = None, train_rows: int | None = None) -> None:
@@ -85,17 +87,19 @@ class Task:
         return self._rows
 
     def sample(self, row: dict, index: int) -> Sample:
-        """`to_sample`, with a row that lacks a field reported as one line naming file, line and field."""
-        missing = [f for f in self.fields if f not in row]
-        if not missing:
+        """`to_sample`, with a row that lacks a field, or holds one of another kind, reported as one line naming
+        file, line and field."""
+        problem = row_problem(row, self.fields)
+        if problem is None:
             try:
                 return self.to_sample(row, index)
             except KeyError as exc:
-                missing = [exc.args[0]]
+                problem = f"no field {exc.args[0]!r}"
         where = (f"{self.local_path()} line {self._line_of[id(row)]}" if id(row) in self._line_of
                  else f"{self.source} row {index}")
-        raise HarnessError(f"{where}: no field {missing[0]!r} (task {self.name} rows need "
-                           f"{', '.join(self.fields)}); fix the row or pass another --data")
+        needs = ", ".join(f"{name} ({kind_name(kind)})" for name, kind in self.fields.items())
+        raise HarnessError(f"{where}: {problem} (task {self.name} rows need {needs}); fix the row or pass another "
+                           f"--data")
 
     def local_path(self) -> str | None:
         """The local copy named by --data, or None to read the public source."""

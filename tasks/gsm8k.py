@@ -33,7 +33,7 @@ def final_number(text: str) -> Decimal | None:
 class GSM8K(Task):
     max_new_tokens = 256
     train_rows = 200
-    fields = ("question", "answer")
+    fields = {"question": str, "answer": str}
     source = "openai/gsm8k main test"
 
     def load_source_rows(self) -> list[dict]:

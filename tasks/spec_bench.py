@@ -25,7 +25,7 @@ class SpecBench(Task):
     max_new_tokens = 256
     data_file_name = "question.jsonl"
     source = URL
-    fields = ("question_id", "category", "turns")
+    fields = {"question_id": int | str, "category": str, "turns": list[str]}
 
     def load_source_rows(self) -> list[dict]:
         return url_rows(URL, type(self).name)

@@ -18,7 +18,7 @@ class SummarizationTask(Task):
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)
-        cls.fields = (cls.document_field, cls.summary_field)
+        cls.fields = {cls.document_field: str, cls.summary_field: str}
     _scorer = None
 
     def to_sample(self, row: dict, index: int) -> Sample:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+NO_MODEL = ("--model", "/nonexistent/model.gguf")  # reached only if the check under test did not fire first
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
 
 
@@ -24,6 +25,15 @@ def one_line_error(out: subprocess.CompletedProcess, *fragments: str) -> None:
     assert out.stderr.strip().count("\n") == 0, out.stderr
     for fragment in fragments:
         assert fragment in out.stderr
+
+
+def error_line(out: subprocess.CompletedProcess, *fragments: str) -> None:
+    """An error found after the run's first notices (the split of each task): its own one line, last, no traceback."""
+    assert out.returncode == 2, out.stderr
+    line = out.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: ") and out.stderr.count("error: ") == 1 and "Traceback" not in out.stderr, out.stderr
+    for fragment in fragments:
+        assert fragment in line, line
 
 
 def test_unknown_task_lists_the_known_ones():

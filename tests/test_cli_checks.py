@@ -1,9 +1,17 @@
 """Bad settings, budgets and data files are refused in one line before the model loads; the split is announced."""
 import json
+import re
+import subprocess
+import sys
+from types import SimpleNamespace
 
-from test_bench_cli import one_line_error, run_cli
+import pytest
+from test_bench_cli import ENV, NO_MODEL, ROOT, error_line, one_line_error, run_cli
 
-NO_MODEL = ("--model", "/nonexistent/model.gguf")  # reached only if the check under test did not fire first
+import decoders  # noqa: F401  (registers the decoders)
+from harness.core.decoding import CACHE_HEADROOM
+from harness.core.errors import HarnessError
+from harness.run.training import prepare_heads
 
 
 def test_a_mistyped_setting_names_the_decoders_settings_before_the_model_loads():
@@ -72,3 +80,57 @@ def test_the_split_is_announced_and_train_rows_moves_it(tmp_path):
     assert "gsm8k: 5 rows from" in out.stderr and "3 reserved for training heads (never scored), 2 scored" in out.stderr
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert meta["tasks"]["gsm8k"]["training_rows"] == [0, 3]
+
+
+def test_a_text_file_named_gguf_is_refused_as_not_a_gguf_file(tmp_path):
+    fake = tmp_path / "model.gguf"
+    fake.write_text("not a model\n")
+    error_line(run_cli("--tasks", "gsm8k", "--data", _gsm8k(tmp_path, [ROW] * 2), "--train-rows", "0",
+                       "--limit", "1", "--model", str(fake)),
+                   f"--model {fake} is not a GGUF file", "a checkpoint folder")
+
+
+def test_an_empty_data_file_is_refused_as_empty_not_with_train_rows_advice(tmp_path):
+    out = run_cli("--tasks", "gsm8k", "--data", _gsm8k(tmp_path, []), "--train-rows", "0", *NO_MODEL)
+    one_line_error(out, "gsm8k/test.jsonl holds no rows", "--data")
+    assert "--train-rows" not in out.stderr
+
+
+@pytest.mark.parametrize("model, flag", [("SmolLM2-135M-Instruct", ""),  # the default --model says nothing
+                                         ("Qwen2.5-Coder-0.5B-Instruct", " --model qwen2.5-coder-0.5b"),
+                                         ("/models/other.gguf", " --model /models/other.gguf")])
+def test_the_train_heads_command_for_missing_heads_carries_the_runs_model_and_data(tmp_path, monkeypatch, model, flag):
+    """The command a refused run prints must train the heads it lacks from the same data (offline: --data)."""
+    monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path))  # no heads
+    with pytest.raises(HarnessError) as refused:
+        prepare_heads(SimpleNamespace(name=model), {"adadecode": {}}, ["gsm8k"], "../shared/data", refuse="--no-train")
+    assert str(refused.value).endswith(f"train them with: python run.py train-heads --decoder adadecode --task gsm8k"
+                                       f"{flag} --data ../shared/data (--no-train)")
+
+
+def _run_on(tmp_path, question, *flags):
+    data = _gsm8k(tmp_path, [json.dumps({"question": question, "answer": "#### 2"})])
+    return run_cli("--tasks", "gsm8k", "--data", data, "--train-rows", "0", "--warmup", "0", "--device", "cpu",
+                   "--dtype", "float32", "--no-report", "--out", str(tmp_path / "run"), *flags)
+
+
+def test_a_budget_beyond_the_models_context_is_refused_before_any_generation_naming_the_largest_that_fits(tmp_path):
+    out = _run_on(tmp_path, "What is 1 + 1?", "--max-new-tokens", "100000")
+    error_line(out, "more than SmolLM2-135M-Instruct's context of 8192 positions (max_position_embeddings)")
+    fits = int(re.search(r"pass --max-new-tokens (\d+) or less", out.stderr).group(1))
+    assert 8192 - CACHE_HEADROOM - 100 < fits < 8192 - CACHE_HEADROOM  # less the prompt's few tokens
+    assert not (tmp_path / "run" / "results.jsonl").exists()
+
+
+def test_a_prompt_longer_than_the_models_context_is_refused_naming_the_sample(tmp_path):
+    out = _run_on(tmp_path, "one two three " * 3000, "--max-new-tokens", "1")
+    error_line(out, "the prompt of gsm8k/0 alone takes", "of the 8192 positions", "--limit")
+    assert not (tmp_path / "run" / "results.jsonl").exists()
+
+
+def test_an_unknown_lm_eval_task_is_one_line_naming_how_to_list_the_task_names():
+    out = subprocess.run([sys.executable, "-m", "integrations.lm_eval", "run", "--model", "fastdecode", "--tasks",
+                          "nosuchtask", "--limit", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600, env=ENV)
+    error_line(out, "lm-eval has no task nosuchtask", "python -m integrations.lm_eval ls tasks")
+    error_line(run_cli("lm-eval", "--tasks", "nosuchtask", "--limit", "1"), "lm-eval has no task nosuchtask",
+               "python run.py lm-eval ls tasks")

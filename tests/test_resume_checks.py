@@ -7,6 +7,7 @@ import torch
 import decoders  # noqa: F401  (registers the decoders)
 import tasks  # noqa: F401  (registers the tasks)
 from report_rows import result_row, write_run
+from test_bench_cli import run_cli
 from reports.run_files import load_run
 from reports.summary import format_summary
 from decoders.adadecode.decoder import AdaDecode
@@ -117,3 +118,55 @@ def test_a_resume_under_another_recommendation_is_refused(no_heads, monkeypatch)
         write_meta(out, _settings_meta(model, {"adadecode": {}}))
     assert json.loads((out / "meta.json").read_text())["settings_used"]["gsm8k"]["adadecode"]["settings"]["gamma"] \
         == 0.85  # the refused run changed nothing
+
+
+def test_a_resume_with_other_data_is_blamed_on_data_also_where_only_the_training_source_moved(tmp_path):
+    """HumanEval's own rows come with its package; --data moves only the MBPP rows its heads train on."""
+    for folder in ("a", "b"):
+        (tmp_path / folder / "mbpp").mkdir(parents=True)
+        (tmp_path / folder / "mbpp" / "test.jsonl").write_text(json.dumps({"task_id": 1, "text": folder}) + "\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    write_meta(out, _meta({"humaneval": TASKS.get("humaneval")(str(tmp_path / "a")).split_info()}))
+    with pytest.raises(HarnessError, match="holds humaneval rows .*mbpp.*; use the same --data") as refused:
+        write_meta(out, _meta({"humaneval": TASKS.get("humaneval")(str(tmp_path / "b")).split_info()}))
+    assert "--train-rows" not in str(refused.value)
+
+
+def _launched(row, launch, telemetry=True, warmup=1, commit="abc"):
+    return {**row, "conditions": {"telemetry": telemetry, "warmup": warmup, "commit": commit, "launch": launch}}
+
+
+def test_rows_made_under_other_conditions_are_noted_in_one_line_in_the_summary(tmp_path):
+    rows = [_launched(result_row(d, "t", i, 10, 1.0), "first") for d in ("vanilla", "pld") for i in range(3)]
+    rows += [_launched(result_row(d, "t", 3, 10, 1.0), "second", telemetry=False, warmup=0, commit="def")
+             for d in ("vanilla", "pld")]
+    run = load_run(write_run(tmp_path / "run", rows))
+    (line,) = [x for x in format_summary(run.rows, run.meta).splitlines() if "MIXED CONDITIONS" in x]
+    assert "telemetry: on in 6 rows, off in 2" in line and "warmup: 1 in 6 rows, 0 in 2" in line
+    assert "commit: abc in 6 rows, def in 2" in line
+    alike = load_run(write_run(tmp_path / "alike", rows[:6]))
+    assert "MIXED CONDITIONS" not in format_summary(alike.rows, alike.meta)
+
+
+def test_the_summary_counts_the_speed_up_pairs_that_cross_a_resume(tmp_path):
+    rows = [_launched(result_row("vanilla", "t", i, 10, 1.0), "first") for i in range(4)]
+    rows += [_launched(result_row("pld", "t", i, 10, 1.0), "first" if i == 0 else "second") for i in range(4)]
+    run = load_run(write_run(tmp_path / "run", rows))
+    (line,) = [x for x in format_summary(run.rows, run.meta).splitlines() if "cross a resume" in x]
+    assert "3 of 4 speed-up pairs cross a resume" in line and "pld on t: 3 of 4" in line
+    alike = load_run(write_run(tmp_path / "alike", rows[:5]))
+    assert "cross a resume" not in format_summary(alike.rows, alike.meta)
+
+
+def test_a_resumed_run_records_each_rows_conditions_and_launch(shared_data, tmp_path):
+    common = ("--tasks", "gsm8k", "--data", str(shared_data), "--limit", "1", "--max-new-tokens", "4", "--device",
+              "cpu", "--dtype", "float32", "--no-report", "--out", str(tmp_path))
+    assert run_cli("--decoders", "vanilla", *common).returncode == 0
+    resumed = run_cli("--decoders", "pld", "--no-telemetry", "--warmup", "0", *common)
+    assert resumed.returncode == 0, resumed.stderr
+    vanilla, pld = [json.loads(line)["conditions"] for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert (vanilla["telemetry"], vanilla["warmup"], pld["telemetry"], pld["warmup"]) == (True, 1, False, 0)
+    assert vanilla["commit"] == pld["commit"] == json.loads((tmp_path / "meta.json").read_text())["git_commit"]
+    assert vanilla["launch"] != pld["launch"]
+    assert "MIXED CONDITIONS" in resumed.stdout and "1 of 1 speed-up pairs cross a resume" in resumed.stdout

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from report_rows import result_row, write_run
-from test_bench_cli import ROOT, one_line_error, run_cli
+from test_bench_cli import NO_MODEL, ROOT, error_line, one_line_error, run_cli
 
 from harness.core.errors import HarnessError
 from harness.checks.distribution import checked_decoders
@@ -94,12 +94,24 @@ def test_limit_zero_is_refused_before_the_model_loads():
     one_line_error(run_cli("--tasks", "humaneval", "--limit", "0"), "--limit 0 scores no sample", "--limit 1")
 
 
-def test_a_setting_out_of_range_is_refused_before_meta_json_is_written(tmp_path):
-    for setting in ("pld.k=-1", "pld.k=0", "pld.max_ngram=0"):
-        out = run_cli("--decoders", "pld", "--set", setting, "--tasks", "humaneval", "--limit", "1",
-                      "--max-new-tokens", "2", "--device", "cpu", "--dtype", "float32", "--out", str(tmp_path))
-        assert out.returncode == 2 and out.stderr.strip().splitlines()[-1].startswith("error: pld"), out.stderr
-        assert not (tmp_path / "meta.json").exists(), setting
+def test_a_setting_out_of_range_for_the_model_is_refused_before_meta_json_is_written(tmp_path):
+    out = run_cli("--decoders", "layerskip", "--set", "layerskip.exit_layer=30", "--tasks", "humaneval", "--limit", "1",
+                  "--max-new-tokens", "2", "--device", "cpu", "--dtype", "float32", "--out", str(tmp_path))
+    error_line(out, "exit_layer must lie in 1..29, got 30")  # the model's 30 layers: known once it loads
+    assert not (tmp_path / "meta.json").exists()
+
+
+@pytest.mark.parametrize("setting, problem", [
+    ("pld.k=-1", "pld k (tokens drafted per round) must be 1 or more, got -1"),
+    ("pld.k=0", "pld k (tokens drafted per round) must be 1 or more, got 0"),
+    ("pld.max_ngram=0", "pld needs 1 <= min_ngram <= max_ngram, got min_ngram=1, max_ngram=0"),
+    ("eagle.depth=0", "eagle needs depth, top_k and total_tokens of 1 or more, got 0, 3, 4"),
+    ("eagle.top_k=64", "eagle's tree needs more than the 128 spare cache slots"),
+    ("hf_generate.cache=paged", "hf_generate cache must be dynamic or static, got 'paged'"),
+    ("layerskip.speculations=0", "speculations must be 1 or more, got 0"),
+    ("adadecode.vocabulary=some", "adadecode vocabulary must be 'candidates' or 'full', got 'some'")])
+def test_a_setting_out_of_range_whatever_the_model_is_refused_before_the_model_loads(setting, problem):
+    one_line_error(run_cli("--decoders", setting.partition(".")[0], "--set", setting, *NO_MODEL), problem)
 
 
 def test_compare_refuses_runs_made_under_different_conditions_with_exit_2(tmp_path):

@@ -9,9 +9,7 @@ from harness.core.errors import HarnessError
 from harness.core.sampling import Sampling
 from harness.run.meta import write_meta
 from tasks.base import build_task
-from test_bench_cli import one_line_error, run_cli
-
-NO_MODEL = ("--model", "/nonexistent/model.gguf")  # reached only if the check under test did not fire first
+from test_bench_cli import NO_MODEL, one_line_error, run_cli
 
 
 def test_bad_sampling_flags_are_refused_before_the_model_loads():

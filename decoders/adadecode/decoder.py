@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -98,9 +99,8 @@ class AdaDecode(Decoder):
         super().__init__(runner, task)
         self.gamma = float(gamma)
         self.max_pending = int(max_pending)
+        self.check_ranges({"vocabulary": vocabulary})
         self.vocabulary = vocabulary
-        if self.vocabulary not in ("candidates", "full"):
-            raise HarnessError(f"adadecode vocabulary must be 'candidates' or 'full', got {self.vocabulary!r}")
         self.heads: dict[int, ExitHead] = dict(heads or {})
         self.candidates = torch.as_tensor([] if candidates is None else candidates, dtype=torch.long)
         self.metadata: dict = {}
@@ -114,6 +114,12 @@ class AdaDecode(Decoder):
             raise HarnessError(f"no trained exit head for layers {missing}; trained: {sorted(self.heads)}")
         self._candidate_ids: torch.Tensor | None = None
         self._candidate_weight: torch.Tensor | None = None
+
+    @classmethod
+    def check_ranges(cls, settings: dict[str, Any]) -> None:
+        """The exit layers' heads are checked once they load (`__init__`)."""
+        if settings["vocabulary"] not in ("candidates", "full"):
+            raise HarnessError(f"adadecode vocabulary must be 'candidates' or 'full', got {settings['vocabulary']!r}")
 
     @classmethod
     def heads_needed(cls, model_name: str, task: str | None, settings: dict) -> HeadsNeed | None:

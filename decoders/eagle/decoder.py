@@ -49,12 +49,7 @@ class Eagle(Decoder):
     def __init__(self, runner: ModelRunner, task: str | None = None, depth: int = 4, top_k: int = 3,
                  total_tokens: int = 4, draft: FeatureDraft | None = None) -> None:
         super().__init__(runner, task)
-        if min(depth, top_k, total_tokens) < 1:
-            raise HarnessError(f"eagle needs depth, top_k and total_tokens of 1 or more, got {depth}, {top_k}, "
-                               f"{total_tokens}")
-        if max(total_tokens + 1, top_k * (depth - 1) + depth + 1) > CACHE_HEADROOM:
-            raise HarnessError(f"eagle's tree needs more than the {CACHE_HEADROOM} spare cache slots; lower "
-                               "total_tokens, or top_k × depth")
+        self.check_ranges({"depth": depth, "top_k": top_k, "total_tokens": total_tokens})
         if draft is None:
             if task is None:
                 raise HarnessError("eagle loads a draft trained for a task: build it with a task name")
@@ -124,6 +119,16 @@ class Eagle(Decoder):
                 depths.append(depths[node] + 1)
                 scores.append(scores[node] + value)
         return new
+
+    @classmethod
+    def check_ranges(cls, settings: dict[str, Any]) -> None:
+        depth, top_k, total_tokens = settings["depth"], settings["top_k"], settings["total_tokens"]
+        if min(depth, top_k, total_tokens) < 1:
+            raise HarnessError(f"eagle needs depth, top_k and total_tokens of 1 or more, got {depth}, {top_k}, "
+                               f"{total_tokens}")
+        if max(total_tokens + 1, top_k * (depth - 1) + depth + 1) > CACHE_HEADROOM:
+            raise HarnessError(f"eagle's tree needs more than the {CACHE_HEADROOM} spare cache slots; lower "
+                               "total_tokens, or top_k × depth")
 
     @classmethod
     def heads_needed(cls, model_name: str, task: str | None, settings: dict) -> HeadsNeed | None:

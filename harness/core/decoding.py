@@ -135,6 +135,12 @@ class Decoder(ABC):
         self.sampler: Sampler | None = None  # set by each `generate`
 
     @classmethod
+    def check_ranges(cls, settings: dict[str, Any]) -> None:
+        """Refuses, in one line, a value out of range that needs no model to see (`settings`: every declared
+        setting, defaults filled in). `check_settings` calls it before the model loads, and `__init__` with the
+        values the decoder is built with; decoders whose settings have such ranges override it."""
+
+    @classmethod
     def heads_needed(cls, model_name: str, task: str | None, settings: dict[str, Any]) -> HeadsNeed | None:
         """The trained heads this decoder, built with `settings` for `task` on the model `model_name`, would load (None: it needs none), so the
         runner can train missing ones before building it. Decoders with heads override this."""
@@ -184,6 +190,12 @@ DECODERS: Registry[type[Decoder]] = Registry("decoder")
 _NOT_SETTINGS = ("self", "runner", "task")
 
 
+def declared_defaults(decoder: type[Decoder]) -> dict[str, Any]:
+    """The default value of each of a decoder's declared settings that has one."""
+    return {name: p.default for name, p in inspect.signature(decoder.__init__).parameters.items()
+            if name in declared_settings(decoder) and p.default is not p.empty}
+
+
 def declared_settings(decoder: type[Decoder]) -> dict[str, Any]:
     """A decoder's settings and their types: the keyword parameters of its `__init__` after `runner` and `task`."""
     hints = typing.get_type_hints(decoder.__init__)
@@ -195,8 +207,9 @@ RUN_WIDE_SAMPLING = ("temperature", "top_p", "top_k", "seed")
 
 
 def check_settings(decoder: type[Decoder], name: str, settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings converted to their declared types; an unknown key or a value of the wrong type is a one-line
-    HarnessError naming the decoder's settings and their types (so a typo fails before the model loads)."""
+    """The settings converted to their declared types; an unknown key, a value of the wrong type or one out of the
+    range the decoder checks without a model (`Decoder.check_ranges`) is a one-line HarnessError, the first two
+    naming the decoder's settings and their types (so a typo fails before the model loads)."""
     declared = declared_settings(decoder)
     listing = ", ".join(f"{key} ({type_name(kind)})" for key, kind in declared.items()) or "none"
     checked = {}
@@ -211,6 +224,7 @@ def check_settings(decoder: type[Decoder], name: str, settings: dict[str, Any]) 
         except (TypeError, ValueError):
             raise HarnessError(f"{name} setting {key}={value!r} is not {type_name(declared[key])}; "
                                f"its settings: {listing}") from None
+    decoder.check_ranges({**declared_defaults(decoder), **checked})
     return checked
 
 

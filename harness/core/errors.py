@@ -13,8 +13,11 @@ class SettingError(HarnessError):
 
 class MissingHeads(HarnessError):
     """Trained heads a decoder needs are not there. The message says which are missing; each front end says how to
-    train them in its own terms."""
+    train them in its own terms. `model` (the runner's name) and `data` (the local data the run reads), where the
+    raiser knows them, say what they are missing for, so the training can read the same."""
 
-    def __init__(self, problem: str, kind: str, task: str | None, exit_layers: tuple[int, ...] = ()) -> None:
+    def __init__(self, problem: str, kind: str, task: str | None, exit_layers: tuple[int, ...] = (),
+                 model: str | None = None, data: str | None = None) -> None:
         super().__init__(problem)
         self.kind, self.task, self.exit_layers = kind, task, tuple(exit_layers)
+        self.model, self.data = model, data

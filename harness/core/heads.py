@@ -63,9 +63,10 @@ class HeadsNeed:
         absent = [layer for layer in self.exit_layers if layer not in held]
         return f"{self.path} has no exit head at layers {absent} (it has {sorted(held)})" if absent else None
 
-    def error(self, why: str) -> MissingHeads:
-        """The error that says these heads are missing (`why`: what `missing` found)."""
-        return MissingHeads(why, self.kind, self.task, self.exit_layers)
+    def error(self, why: str, model: str | None = None, data: str | None = None) -> MissingHeads:
+        """The error that says these heads are missing (`why`: what `missing` found) for the runner named `model`,
+        on a run reading `data`."""
+        return MissingHeads(why, self.kind, self.task, self.exit_layers, model, data)
 
 
 def read_metadata(path: Path) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from harness.core.backends.packed_bf16 import packed_path_applies
 
 EMBEDDED_MODEL = "smollm2"  # the default --model
 SUPPORTED_ARCHITECTURES = {"llama", "mistral", "qwen2", "qwen3"}
+GGUF_MAGIC = b"GGUF"  # the first bytes of every GGUF file
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -88,6 +89,10 @@ def checkpoint_folder(model: str) -> str:
     if path.suffix == ".gguf":
         if not path.is_file():
             raise HarnessError(f"GGUF file {path} not found")
+        with open(path, "rb") as f:
+            if f.read(len(GGUF_MAGIC)) != GGUF_MAGIC:
+                raise SettingError("model", f"{path} is not a GGUF file (it does not start with {GGUF_MAGIC!r}); pass a "
+                                   f"GGUF model, a checkpoint folder or a hub id")
         stat = path.stat()
         key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
         return str(_convert_gguf(path, cache_dir() / "models" / f"{path.stem}-{key}"))

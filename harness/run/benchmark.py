@@ -60,6 +60,7 @@ class BenchConfig:
         """Samples each decoder decodes in one call at batch > 1, vanilla first (static batches: one batch; with
         refill: `REFILL_GROUP` batches' worth, so that refilling happens and decoders still alternate)."""
         return self.batch_size * (REFILL_GROUP if self.refill else 1)
+    conditions: dict[str, Any] | None = None  # every row's `conditions` (`harness.schema.CONDITIONS`)
 
 
 class Measurer:
@@ -148,7 +149,7 @@ def empty_row(decoder: str, task: str, sample_id: Any, index: int, prompt_tokens
     return {"decoder": decoder, "task": task, "sample_id": sample_id, "sample_index": index, "category": None,
             "prompt_tokens": prompt_tokens, "tokens": None, "text": None, "new_tokens": None, "ttft_s": None,
             "decode_s": None, "total_s": None, "tokens_per_s": None, "stats": None, "memory": None, "parity": None,
-            "quality": None, "error": None, "batch": None}
+            "quality": None, "error": None, "batch": None, "conditions": None}
 
 
 class Throughput:
@@ -187,7 +188,7 @@ def run_task(runner: ModelRunner, store: ResultStore, measurer: Measurer, names:
     desc = f"{task.name} (rank {config.world.rank})" if config.world.distributed else task.name
     with tqdm(total=len(pending), desc=desc, unit="gen", file=sys.stderr, dynamic_ncols=True) as bar:
         def add(row: dict[str, Any]) -> None:
-            store.append(row)
+            store.append(row | {"conditions": config.conditions})
             bar.set_postfix(throughput.add(row), refresh=False)
             bar.update()
 

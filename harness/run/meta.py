@@ -62,6 +62,25 @@ def _fixed(key: str, value: Any) -> Any:
     return str(value).partition(":")[0] if key == "device" and value is not None else value
 
 
+SOURCE_KEYS = ("source", "source_sha256")
+
+
+def _data(info: dict[str, Any]) -> tuple:
+    """Where a task's rows come from: its source, content hash and (HumanEval) the source its heads train on."""
+    return info.get("source"), info.get("source_sha256"), (info.get("training_source") or {}).get("source")
+
+
+def _where(data: tuple) -> str:
+    source, sha256, training = data
+    return f"{source} (sha256 {str(sha256)[:12]}" + (f", heads trained on {training})" if training else ")")
+
+
+def _split(info: dict[str, Any]) -> dict[str, Any]:
+    """How a task's rows are split, without where they come from."""
+    return {k: {key: v[key] for key in v if key not in SOURCE_KEYS} if k == "training_source" and v else v
+            for k, v in info.items() if k not in SOURCE_KEYS}
+
+
 def check_task_data(out_dir: Path, old_tasks: dict[str, Any], new_tasks: dict[str, Any]) -> None:
     """A task already in the folder must come from the same data, split the same way: sample ids are positional
     for some tasks, so other data would mix rows of different questions under one id."""
@@ -69,15 +88,14 @@ def check_task_data(out_dir: Path, old_tasks: dict[str, Any], new_tasks: dict[st
         old = old_tasks.get(name)
         if old is None:
             continue
-        if old.get("source") != new.get("source") or old.get("source_sha256", new.get("source_sha256")) != \
-                new.get("source_sha256"):
-            raise HarnessError(f"{out_dir} holds {name} rows from {old.get('source')} (sha256 "
-                               f"{str(old.get('source_sha256'))[:12]}), not {new.get('source')} (sha256 "
-                               f"{str(new.get('source_sha256'))[:12]}); use the same --data or another --out")
-        split = {k: v for k, v in new.items() if k not in ("source", "source_sha256")}
-        if {k: old.get(k) for k in split} != split:
-            raise HarnessError(f"{out_dir} holds {name} rows split {dict((k, old.get(k)) for k in split)}, not "
-                               f"{split}; use the same --train-rows or another --out")
+        before, after = _data({"source_sha256": new.get("source_sha256"), **old}), _data(new)  # older: no hash
+        if before != after:
+            raise HarnessError(f"{out_dir} holds {name} rows from {_where(before)}, not {_where(after)}; use the same "
+                               f"--data or another --out")
+        split = _split(new)
+        if {k: _split(old).get(k) for k in split} != split:
+            raise HarnessError(f"{out_dir} holds {name} rows split {dict((k, _split(old).get(k)) for k in split)}, "
+                               f"not {split}; use the same --train-rows or another --out")
 
 
 def write_meta(out_dir: Path, meta: dict[str, Any]) -> dict[str, Any]:

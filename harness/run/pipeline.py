@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import tasks  # noqa: F401  (registers the tasks)
 from harness.core.decoding import CACHE_HEADROOM, DECODERS, check_settings
 from harness.core.errors import HarnessError, SettingError
 from harness.core.loading import load_runner, resolve_device
+from harness.core.model_runner import ModelRunner
 from harness.core.sampling import Sampling
 from harness.run.benchmark import BenchConfig, run_benchmark
 from harness.run.distributed import World
@@ -25,7 +27,7 @@ from harness.run.training import prepare_heads
 from harness.schema import RESULTS_FILE, base_decoder, decoder_order
 from reports.run_files import load_run
 from reports.summary import format_summary
-from tasks.base import Task, build_task, parse_task_list
+from tasks.base import Sample, Task, build_task, parse_task_list
 from tasks import sandbox
 
 SEED = 0
@@ -70,18 +72,18 @@ def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[st
         check_out(Path(options.out))
     device = world.device(resolve_device(options.device))  # a bad --device fails before any data is read
     chosen_tasks = [build_task(spec, options.data, options.train_rows) for spec in parse_task_list(options.tasks)]
+    splits = {}
     for task in chosen_tasks:
         task.samples(options.limit)  # a missing data file or an unreachable hub fails before the model loads
-        if not task.split_counts()[1]:
-            raise HarnessError(f"{task.name}: all {len(task.rows())} rows of {task.local_path() or task.source} are "
-                               f"reserved for training heads (the first {task.train_rows}), none is scored; pass "
-                               f"--train-rows N below {len(task.rows())} (e.g. --train-rows 0)")
+        check_scored_rows(task)
+        splits[task.name] = task.split_info()  # so does any other file it reads (HumanEval: MBPP's rows)
         if world.rank == 0:
             print(task.split_line(), file=sys.stderr)
     isolated = code_isolation(chosen_tasks)
     torch.manual_seed(SEED)
     runner = load_runner(options.model, options.dtype, str(device), max_context=lambda tokenizer: longest_sequence(
         chosen_tasks, tokenizer, options.limit, options.max_new_tokens), runner=options.runner)
+    check_context(runner, chosen_tasks, options.limit, options.max_new_tokens)
     names = decoder_order(decoder_names)
     task_names = [t.name for t in chosen_tasks]
     explicit = {n: settings.get(n, {}) for n in names}
@@ -108,13 +110,16 @@ def run_decoders(options: RunOptions, sampling: Sampling, decoder_names: list[st
                 # per decoder: whether its output equals vanilla's bit for bit by construction on this runner
                 "bit_exact": {n: runner.exact_chunks and DECODERS.get(base_decoder(n)).exact_on_runner for n in names},
                 "decoder_settings": explicit, "settings_used": settings_used,
-                "tasks": {t.name: t.split_info() for t in chosen_tasks}, "command_lines": [command_line()],
+                "tasks": splits, "command_lines": [command_line()],
                 **({"trained_heads": trained} if trained else {}), **isolated, **extra_meta}
         world.on_rank0(lambda: write_meta(out, meta))
         config = BenchConfig(out_dir=out, limit=options.limit, max_new_tokens=options.max_new_tokens,
                              warmup=options.warmup, telemetry=not options.no_telemetry, decoder_settings=settings,
                              world=world, sampling=sampling, distribution_draws=options.distribution_draws,
-                             task_settings=task_settings, batch_size=options.batch_size, refill=options.refill)
+                             task_settings=task_settings, batch_size=options.batch_size, refill=options.refill,
+                             conditions={
+                                 "telemetry": not options.no_telemetry, "warmup": options.warmup,
+                                 "commit": meta["git_commit"], "launch": uuid.uuid4().hex[:12]})
         try:
             rows = run_benchmark(runner, decoder_names, chosen_tasks, config)
         except KeyboardInterrupt:
@@ -149,6 +154,16 @@ def failed_decoders(rows) -> int:
     return code
 
 
+def check_scored_rows(task: Task) -> None:
+    """A task must have a row to score: an empty source, or one of training rows only, is refused."""
+    total, where = len(task.rows()), task.local_path() or task.source
+    if not total:
+        raise HarnessError(f"{task.name}: {where} holds no rows; add the task's rows to it or pass another --data")
+    if not task.split_counts()[1]:
+        raise HarnessError(f"{task.name}: all {total} rows of {where} are reserved for training heads (the first "
+                           f"{task.train_rows}), none is scored; pass --train-rows N below {total} (e.g. --train-rows 0)")
+
+
 def check_out(out: Path) -> None:
     """Before the model loads: --out must be a folder no other run is writing, with a readable meta.json."""
     if out.exists() and not out.is_dir():
@@ -170,8 +185,31 @@ def code_isolation(chosen_tasks: list[Task]) -> dict:
     return {"code_isolation": found.as_dict()}
 
 
+def prompt_lengths(chosen_tasks: list[Task], tokenizer, limit: int | None) -> list[tuple[int, Task, Sample]]:
+    """Every sample of the run with its task and its prompt's length in tokens."""
+    return [(len(task.prompt_ids(sample, tokenizer)), task, sample)
+            for task in chosen_tasks for sample in task.samples(limit)]
+
+
 def longest_sequence(chosen_tasks: list[Task], tokenizer, limit: int | None, max_new_tokens: int | None) -> int:
     """The most positions any sample of the run reaches: its prompt plus the generation budget and the cache's
-    headroom for drafts (asked only for a sliding-window model)."""
-    return max(len(task.prompt_ids(sample, tokenizer)) + (max_new_tokens or task.max_new_tokens) + CACHE_HEADROOM
-               for task in chosen_tasks for sample in task.samples(limit))
+    headroom for drafts."""
+    return max(length + (max_new_tokens or task.max_new_tokens) + CACHE_HEADROOM
+               for length, task, _ in prompt_lengths(chosen_tasks, tokenizer, limit))
+
+
+def check_context(runner: ModelRunner, chosen_tasks: list[Task], limit: int | None, max_new_tokens: int | None) -> None:
+    """Before any generation: every sample's prompt, its generation budget and the drafts' headroom fit in the
+    model's context (`max_position_embeddings`); else one line naming the budget that fits, or the prompt too long."""
+    context = getattr(runner.config, "max_position_embeddings", None)
+    needed = longest_sequence(chosen_tasks, runner.tokenizer, limit, max_new_tokens)
+    if context is None or needed <= context:
+        return
+    prompt, _, sample = max(prompt_lengths(chosen_tasks, runner.tokenizer, limit), key=lambda p: p[0])
+    room = context - prompt - CACHE_HEADROOM
+    fix = (f"pass --max-new-tokens {room} or less" if room >= 1 else
+           f"the prompt of {sample.id} alone takes {prompt} of the {context} positions: use shorter prompts (fix or "
+           f"drop that row of --data, or a --limit that stops before it)")
+    raise HarnessError(f"this run needs up to {needed} positions (prompt + generation budget + {CACHE_HEADROOM} for "
+                       f"drafts), more than {runner.name}'s context of {context} positions (max_position_embeddings); "
+                       f"{fix}")

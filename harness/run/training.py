@@ -16,8 +16,10 @@ from typing import Any
 import torch
 
 from harness.core.decoding import DECODERS
+from harness.core.embedded import EMBEDDED
 from harness.core.errors import HarnessError, MissingHeads
 from harness.core.heads import HeadsNeed
+from harness.core.loading import EMBEDDED_MODEL
 from harness.core.model_runner import ModelRunner
 from harness.schema import base_decoder
 from tasks.base import Task, build_task, encode_prompt
@@ -100,7 +102,7 @@ def prepare_heads(runner: ModelRunner, settings: dict[str, dict], task_names: li
     missing = missing_heads(runner, settings, task_names)
     if missing and refuse:
         need, why = next(iter(missing.items()))
-        raise HarnessError(f"{why}; train them with: {train_command(need.error(why))} ({refuse})")
+        raise HarnessError(f"{why}; train them with: {train_command(need.error(why, runner.name, data))} ({refuse})")
     trained = []
     for need in missing:
         recipe = dict(DECODERS.get(need.kind).default_recipe(runner))
@@ -131,6 +133,10 @@ def prepare_heads(runner: ModelRunner, settings: dict[str, dict], task_names: li
 
 
 def train_command(missing: MissingHeads) -> str:
-    """The command line that trains the missing heads (at their exit layers when the error names some)."""
+    """The command line that trains the missing heads (at their exit layers when the error names some), for the
+    model and from the data the error names (an embedded model by its alias, the default one unnamed)."""
     layers = f" --exit-layers {','.join(map(str, missing.exit_layers))}" if missing.exit_layers else ""
-    return f"python run.py train-heads --decoder {missing.kind} --task {missing.task or 'TASK'}{layers}"
+    model = next((alias for alias, embedded in EMBEDDED.items() if embedded.name == missing.model), missing.model)
+    return (f"python run.py train-heads --decoder {missing.kind} --task {missing.task or 'TASK'}{layers}" +
+            (f" --model {model}" if model not in (None, EMBEDDED_MODEL) else "") +
+            (f" --data {missing.data}" if missing.data else ""))
