@@ -10,6 +10,8 @@ Supported: Llama, Mistral, Qwen2 (and Qwen3's q/k norms) style decoder layers.
 """
 from __future__ import annotations
 
+import threading
+
 import torch
 import torch.nn.functional as F
 
@@ -57,6 +59,7 @@ class ModelRunner:
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
         self._cos = self._sin = None
+        self._rotary_lock = threading.Lock()
         self._packed = PackedBF16Stack(self) if packed_path_applies(self.device, self.dtype) else None
         if self.device.type == "cpu" and self._packed is None:
             store_linears_column_major(model)
@@ -119,13 +122,15 @@ class ModelRunner:
         return self._cos, self._sin
 
     def _ensure_rotary(self, max_len: int) -> None:
-        """Tabulates cos/sin once with the model's own rotary module (so rope scaling variants are honoured)."""
-        if self._cos is not None and self._cos.shape[0] >= max_len:
-            return
-        positions = torch.arange(max_len, device=self.device)[None]
-        probe = torch.zeros(1, 1, self.hidden_size, dtype=self.dtype, device=self.device)
-        cos, sin = self.rotary_emb(probe, positions)
-        self._cos, self._sin = cos[0], sin[0]
+        """Tabulates cos/sin once with the model's own rotary module (so rope scaling variants are honoured); the
+        tables only grow, also when the sequences of a batch allocate their caches at once."""
+        with self._rotary_lock:
+            if self._cos is not None and self._cos.shape[0] >= max_len:
+                return
+            positions = torch.arange(max_len, device=self.device)[None]
+            probe = torch.zeros(1, 1, self.hidden_size, dtype=self.dtype, device=self.device)
+            cos, sin = self.rotary_emb(probe, positions)
+            self._cos, self._sin = cos[0], sin[0]
 
     def embed(self, token_ids: torch.Tensor | list[int]) -> torch.Tensor:
         """Token ids [q] → hidden states [1, q, d]."""

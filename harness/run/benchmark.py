@@ -133,15 +133,31 @@ class Measurer:
         for (index, sample), ids, measured in zip(samples, prompts, fields):
             row = empty_row(name, task.name, sample.id, index, len(ids)) | {"category": sample.meta.get("category"),
                                                                               "batch": {"id": batch_id, **batch}}
-            try:
-                if isinstance(measured, Exception):
-                    raise measured
-                row.update(measured)
-                row["quality"] = task.score(sample, row["text"])
-            except Exception as exc:  # recorded in the row; the run goes on
-                row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
-            rows.append(row)
+            rows.append(scored(row, task, sample, lambda measured=measured: _raised(measured)))
         return rows
+
+    def row(self, name: str, decoder: Decoder, task: Task, sample: Sample, index: int, prompt_ids: list[int],
+            stop: StopCondition, reference: list[int] | None) -> dict[str, Any]:
+        row = empty_row(name, task.name, sample.id, index, len(prompt_ids)) | {"category": sample.meta.get("category")}
+        return scored(row, task, sample, lambda: self.measure(name, decoder, prompt_ids, stop,
+                                                              self.sampling.sampler(task.name, sample.id), reference))
+
+
+def scored(row: dict[str, Any], task: Task, sample: Sample, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """The row with its measured fields and quality score, or the first line of the exception either raised in its
+    `error` (the run goes on)."""
+    try:
+        row.update(measure())
+        row["quality"] = task.score(sample, row["text"])
+    except Exception as exc:  # recorded in the row; the run goes on
+        row["error"] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return row
+
+
+def _raised(measured: dict[str, Any] | Exception) -> dict[str, Any]:
+    if isinstance(measured, Exception):
+        raise measured
+    return measured
 
 
 def empty_row(decoder: str, task: str, sample_id: Any, index: int, prompt_tokens: int) -> dict[str, Any]:
