@@ -6,6 +6,8 @@ checked on every CPU with a stand-in that runs a round's calls one by one, so it
 """
 from __future__ import annotations
 
+import threading
+
 import pytest
 import torch
 
@@ -126,8 +128,6 @@ def test_batched_rows_of_one_sequence_each_match_the_joined_pass_on_the_eager_pa
 def test_rotary_tables_only_grow_when_a_batchs_sequences_allocate_their_caches_at_once(runner):
     """The sequences of a batch allocate their caches from their own threads; a smaller table computed beside a
     larger one must not replace it (the larger cache's positions would then index past its end)."""
-    import threading
-
     sizes = [3000 + 97 * (i % 5) for i in range(24)]
     threads = [threading.Thread(target=runner._ensure_rotary, args=(n,)) for n in sizes]
     for t in threads:
