@@ -171,6 +171,9 @@ class Batch:
         return reply
 
     def _decode_one(self, sequence: _Sequence, start: float) -> None:
+        # One intra-op thread here: a sequence thread's own ops are small (embeddings, argmax), and a thread team
+        # of its own per sequence would spin beside the batch's passes and take their cores.
+        torch.set_num_threads(1)
         result, job = sequence.result, sequence.job
         decoder = copy.copy(self.decoder)
         decoder.runner = SequenceView(self.runner, self, sequence)
