@@ -121,7 +121,8 @@ def test_batched_rows_of_one_sequence_each_match_the_joined_pass_on_the_eager_pa
                                           for p, c in zip(prompts, caches)])
         for p, c, h in zip(prompts, caches, joined):
             fresh = runner.new_cache(len(p) + 4)
-            assert torch.allclose(h, runner.run_layers(runner.embed(p), fresh), atol=1e-4)
+            alone = runner.run_layers(runner.embed(p), fresh)
+            assert (h - alone).abs().max() <= 1e-5 * alone.abs().max()  # float32 rounding of activations up to ~1e3
             assert c.lengths == fresh.lengths
 
 
