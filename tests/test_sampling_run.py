@@ -71,7 +71,11 @@ def test_a_sampled_run_records_its_settings_and_skips_parity(runner, tmp_path):
     (tmp_path / "b" / "distribution.jsonl").unlink()  # stopped after its generations, before its checks
     assert run_cli(*args, "--out", str(tmp_path / "b")).returncode == 0
     resumed = [json.loads(line) for line in (tmp_path / "b" / "distribution.jsonl").read_text().splitlines()]
-    assert [(c["decoder"], c["p_value"]) for c in resumed] == [(c["decoder"], c["p_value"]) for c in checks]
+    # the check is redone for both decoders with as many draws; its p-value may move in the last draws, since float32
+    # kernels need not give the same bits in another process (one suite run: 0.2831 against 0.2825)
+    assert [(c["decoder"], c["draws"], c["passed"]) for c in resumed] == [(c["decoder"], c["draws"], c["passed"])
+                                                                          for c in checks]
+    assert [c["p_value"] for c in resumed] == pytest.approx([c["p_value"] for c in checks], abs=0.02)
     assert len((tmp_path / "b" / "results.jsonl").read_text().splitlines()) == len(rows)
     other = run_cli(*[a if a != "0.7" else "0.9" for a in args], "--out", str(tmp_path / "a"))
     assert other.returncode == 2 and "holds a run with sampling=" in other.stderr and "temperature': 0.9" in other.stderr
