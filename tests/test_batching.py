@@ -136,3 +136,20 @@ def test_rotary_tables_only_grow_when_a_batchs_sequences_allocate_their_caches_a
     for t in threads:
         t.join()
     assert runner.rotary_tables()[0].shape[0] >= max(sizes)
+
+
+def test_a_batched_pass_on_the_packed_path_gives_each_sequence_its_bits_alone(runner_bf16, shared_data):
+    """Prefills of different lengths, then one row each, batched and alone: hidden states and cache entries equal
+    bit for bit (tokens alone would hide a last-bit difference away from a near-tie)."""
+    runner = runner_bf16
+    prompts = real_prompts(runner, shared_data, 4)
+    with torch.inference_mode():
+        batched = [runner.new_cache(len(p) + 8) for p in prompts]
+        alone = [runner.new_cache(len(p) + 8) for p in prompts]
+        for step in (prompts, [[p[-1]] for p in prompts]):
+            outs = runner.run_layers_batch([LayerCall(runner.embed(ids), c, 0, runner.n_layers)
+                                            for ids, c in zip(step, batched)])
+            for ids, cache, out in zip(step, alone, outs):
+                assert torch.equal(out, runner.run_layers(runner.embed(ids), cache))
+        for b, a in zip(batched, alone):
+            assert b.lengths == a.lengths and torch.equal(b.k, a.k) and torch.equal(b.v, a.v)
