@@ -141,8 +141,7 @@ class Batch:
         layers = [s for s in sequences if s.call[0] == "layers"]
         full = [s for s in layers if not s.call[1].fits()]
         for s in full:  # refused alone, before anything is written, so the others' caches stay whole
-            self._answer(s, HarnessError(f"KV cache full ({s.call[1].cache.max_len} slots): raise max_new_tokens "
-                                         "headroom or shorten the prompt"))
+            self._answer(s, s.call[1].cache.full_error())
         layers = [s for s in layers if s not in full]
         heads = [s for s in sequences if s.call is not None and s.call[0] == "logits"]
         for group, compute in ((layers, self.runner.run_layers_batch), (heads, self.runner.logits_batch)):

@@ -37,9 +37,13 @@ class LayeredKVCache:
         """Counts n more valid slots for the layer (whose keys/values the caller writes); returns the first."""
         start = self.lengths[layer]
         if start + n > self.max_len:
-            raise HarnessError(f"KV cache full ({self.max_len} slots): raise max_new_tokens headroom or shorten the prompt")
+            raise self.full_error()
         self.lengths[layer] = start + n
         return start
+
+    def full_error(self) -> HarnessError:
+        """What a chunk that does not fit is refused with."""
+        return HarnessError(f"KV cache full ({self.max_len} slots): raise max_new_tokens headroom or shorten the prompt")
 
     def crop(self, length: int) -> None:
         """Rolls every layer back to at most `length` slots."""
