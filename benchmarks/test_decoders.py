@@ -26,6 +26,8 @@ def vanilla_outputs(runner, prompt_set, stop) -> list[list[int]]:
 
 @pytest.mark.parametrize("name", DECODERS.names())
 def test_decoder_speed(benchmark, name, runner, prompt_set, stop, vanilla_outputs):
+    if DECODERS.get(name).needs_package:
+        pytest.importorskip(DECODERS.get(name).needs_package)
     missing = missing_heads(runner, {name: {}}, [TASK])
     if missing:  # only missing trained heads skip; any other error fails
         pytest.skip("; ".join(f"{why}; train them with: {train_command(need.error(why))}"

@@ -14,14 +14,13 @@ own warpers and, with prompt lookup, its own acceptance), its global generator s
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import torch
 
 from harness.core.batching import SequenceJob, SequenceResult
-from harness.core.decoding import DECODERS, Decoder, Generation, TokenSink
+from harness.core.decoding import DECODERS, Decoder, Generation, TokenSink, whole_batches
 from harness.core.errors import HarnessError
 
 COMPILE_OPTIONS = {"none": None, "default": {}, "freezing": {"freezing": True},
@@ -109,33 +108,12 @@ class HFGenerate(Decoder):
         return Generation(sink.tokens, {} if self.lookup else {"steps": len(sink.tokens)})
 
     def generate_batch(self, jobs: list[SequenceJob], size: int, refill: bool = False) -> list[SequenceResult]:
-        """transformers' own batched `generate`, `size` prompts at a time, left-padded with an attention mask; its
-        batches are static (it admits no sequence mid-batch), so `refill` does not apply. Every sequence of a batch
-        takes the batch's time; under sampling the batch draws from its first sequence's seed. Prompt lookup
-        (assisted generation) takes one sequence at a time in transformers, so it runs them in turn."""
-        size = 1 if self.lookup else size
-        results = []
-        for batch, start in enumerate(range(0, len(jobs), size)):
-            part = jobs[start:start + size]
-            began = time.perf_counter()
-            try:
-                if part[0].sampler is not None and not self.samples:
-                    raise HarnessError(f"{self.name} decodes greedily only")
-                self.sampler = part[0].sampler
-                with torch.inference_mode():
-                    outputs = self._model_generate([job.prompt_ids for job in part], part[0].stop)
-                failure = None
-            except Exception as exc:  # every sequence of the batch failed with it
-                outputs, failure = [None] * len(part), exc
-            finished = time.perf_counter() - began
-            for job, tokens in zip(part, outputs):
-                result = SequenceResult(error=failure, batch=batch, size=size, finished_s=finished)
-                if failure is None:
-                    sink = TokenSink(job.stop)
-                    sink.add(tokens)
-                    result.generation = Generation(sink.tokens, {"refill": False} if refill else {})
-                results.append(result)
-        return results
+        """transformers' own batched `generate`, `size` prompts at a time, left-padded with an attention mask
+        (`whole_batches`: static batches, each sequence taking its batch's time; under sampling the batch draws from
+        its first sequence's seed). Prompt lookup (assisted generation) takes one sequence at a time in
+        transformers, so it runs them in turn."""
+        return whole_batches(self, jobs, 1 if self.lookup else size, refill,
+                             lambda part: self._model_generate([job.prompt_ids for job in part], part[0].stop))
 
     def _model_generate(self, prompts: list[list[int]], stop) -> list[list[int]]:
         """`model.generate` over the prompts (left-padded to one length): each prompt's new tokens, uncut."""

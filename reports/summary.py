@@ -16,6 +16,8 @@ def format_summary(rows: pd.DataFrame, meta: dict | None = None, distribution: p
     for (task, decoder), r in table.iterrows():
         speed = "n/a" if r["tok/s median"] != r["tok/s median"] else f"{r['tok/s median']:.2f}"
         parts = [f"{decoder} on {task}: {speed} tokens/s (median)"]
+        if decoder == REFERENCE_DECODER and speed != "n/a" and r.get("batch size", 1) == 1:
+            parts[0] += floor_note(r["tok/s median"], (meta or {}).get("bandwidth"))
         if decoder != REFERENCE_DECODER and r["paired"] > 0:
             interval = (f", 95% CI {r['speed-up low']:.2f}-{r['speed-up high']:.2f}"
                         if r["speed-up low"] == r["speed-up low"] else "")
@@ -33,6 +35,17 @@ def format_summary(rows: pd.DataFrame, meta: dict | None = None, distribution: p
         lines.append("; ".join(parts))
     lines += [f"{w.level.upper()}: {w.text}" for w in warnings(rows, table, meta)]
     return "\n".join(lines)
+
+
+def floor_note(tokens_per_s: float, bandwidth: dict | None) -> str:
+    """How much of the machine a one-sequence decoder uses: its tokens/s over the bandwidth floor measured in the
+    run (`meta.json` `bandwidth`; none in folders written before it was recorded)."""
+    if not bandwidth:
+        return ""
+    floor = bandwidth["floor_tokens_per_s"]
+    return (f" = {tokens_per_s / floor:.2f} of the bandwidth floor ({floor:.1f} tokens/s: "
+            f"{bandwidth['weight_bytes'] / 1e6:.0f} MB of weights read at {bandwidth['read_gb_per_s']:.1f} GB/s, "
+            f"measured in this run)")
 
 
 def batch_line(r: pd.Series) -> str:

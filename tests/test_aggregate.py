@@ -89,3 +89,12 @@ def test_end_of_run_summary_names_the_median_its_interval_the_ratio_of_totals_an
     assert "ratio of totals 1.37x" in text  # 100 tokens in 7.3 s against 100 in 10 s
     assert "parity 10 exact / 0 near-tie / 0 mismatch" in text
     assert "OUTLIERS: fast on xsum: xsum/9 (10.00x)" in text and "FEW SAMPLES" in text
+
+
+def test_the_summary_puts_vanillas_speed_against_the_bandwidth_floor_of_the_run(tmp_path):
+    rows = [result_row("vanilla", "xsum", i, 10, 1.0) for i in range(3)]
+    bandwidth = {"weight_bytes": 270e6, "read_gb_per_s": 10.8, "floor_tokens_per_s": 40.0}
+    run = load_run(write_run(tmp_path / "run", rows, {"model": "smollm2", "dtype": "float32", "bandwidth": bandwidth}))
+    assert ("vanilla on xsum: 10.00 tokens/s (median) = 0.25 of the bandwidth floor (40.0 tokens/s: 270 MB of "
+            "weights read at 10.8 GB/s, measured in this run)") in format_summary(run.rows, run.meta)
+    assert "bandwidth floor" not in format_summary(run.rows)  # a folder written before the floor was recorded

@@ -58,8 +58,9 @@ def _parity(runner, names) -> dict:
     return verdicts
 
 
-ALL = [name for name in DECODERS.names()  # the project's decoders, not those other test modules register
-       if name != "vanilla" and DECODERS.get(name).__module__.startswith("decoders.")]
+ALL = [name for name in DECODERS.names()  # the project's decoders, not those other test modules register, nor the
+       if name != "vanilla" and DECODERS.get(name).__module__.startswith("decoders.")  # optional CTranslate2 peer
+       and DECODERS.get(name).needs_package is None]  # (tests/test_ctranslate2_peer.py)
 
 
 def test_every_decoder_equals_vanilla_on_the_random_qwen_in_float32(qwen):

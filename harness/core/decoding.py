@@ -12,8 +12,10 @@ in one line, before the model loads.
 """
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import re
+import time
 import types
 import typing
 from abc import ABC, abstractmethod
@@ -124,6 +126,7 @@ class Decoder(ABC):
     exact_on_runner: ClassVar[bool] = True
     samples: ClassVar[bool] = False  # True for decoders that accept a sampler (lossless sampling)
     trains_heads: ClassVar[bool] = False  # True for decoders with `default_recipe` and `train_heads`
+    needs_package: ClassVar[str | None] = None  # an optional package it runs on (a peer's own engine)
     # model name → {"settings": {...}, "source": where they were measured}
     measured_settings: ClassVar[dict[str, dict[str, Any]]] = {}
 
@@ -210,6 +213,9 @@ def check_settings(decoder: type[Decoder], name: str, settings: dict[str, Any]) 
     """The settings converted to their declared types; an unknown key, a value of the wrong type or one out of the
     range the decoder checks without a model (`Decoder.check_ranges`) is a one-line HarnessError, the first two
     naming the decoder's settings and their types (so a typo fails before the model loads)."""
+    if decoder.needs_package and importlib.util.find_spec(decoder.needs_package) is None:
+        raise HarnessError(f"{name} needs the {decoder.needs_package} package, which is not installed: "
+                           f"pip install {decoder.needs_package}")
     declared = declared_settings(decoder)
     listing = ", ".join(f"{key} ({type_name(kind)})" for key, kind in declared.items()) or "none"
     checked = {}
@@ -281,3 +287,32 @@ def accepted_prefix_length(drafted: list[int], verified: list[int]) -> int:
     while n < len(drafted) and n < len(verified) and drafted[n] == verified[n]:
         n += 1
     return n
+
+
+def whole_batches(decoder: Decoder, jobs: list[SequenceJob], size: int, refill: bool,
+                  generate_many: Callable[[list[SequenceJob]], list[list[int]]]) -> list[SequenceResult]:
+    """`Decoder.generate_batch` for a peer that decodes a whole batch in one library call (`generate_many`: each
+    job's new tokens, uncut): static batches of `size` jobs (the library admits no sequence mid-batch, so `refill`
+    does not apply), every sequence taking its batch's time, the batch sampling from its first job's sampler. An
+    exception fails every sequence of its batch."""
+    results = []
+    for batch, start in enumerate(range(0, len(jobs), size)):
+        part = jobs[start:start + size]
+        began = time.perf_counter()
+        try:
+            if part[0].sampler is not None and not decoder.samples:
+                raise HarnessError(f"{decoder.name} decodes greedily only")
+            decoder.sampler = part[0].sampler
+            with torch.inference_mode():
+                outputs, failure = generate_many(part), None
+        except Exception as exc:  # every sequence of the batch failed with it
+            outputs, failure = [None] * len(part), exc
+        finished = time.perf_counter() - began
+        for job, tokens in zip(part, outputs):
+            result = SequenceResult(error=failure, batch=batch, size=size, finished_s=finished)
+            if failure is None:
+                sink = TokenSink(job.stop)
+                sink.add(tokens)
+                result.generation = Generation(sink.tokens, {"refill": False} if refill else {})
+            results.append(result)
+    return results

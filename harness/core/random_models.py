@@ -70,9 +70,17 @@ class NumberTokenizer:
     def __init__(self, vocab_size: int, eos_token_id: int) -> None:
         self.vocab_size = vocab_size
         self.eos_token_id = self.pad_token_id = eos_token_id
+        self.eos_token = self.pad_token = f"t{eos_token_id}"
+        self.bos_token = self.unk_token = None
 
     def decode(self, ids: list[int], skip_special_tokens: bool = False) -> str:
         return " ".join(f"t{int(i)}" for i in ids if not (skip_special_tokens and int(i) == self.eos_token_id))
+
+    def get_vocab(self) -> dict[str, int]:
+        return {f"t{i}": i for i in range(self.vocab_size)}
+
+    def convert_ids_to_tokens(self, ids: list[int]) -> list[str]:
+        return [f"t{int(i)}" for i in ids]
 
     def __call__(self, text: str, **kwargs: Any) -> dict[str, list[int]]:
         return {"input_ids": [sum(map(ord, word)) % self.vocab_size for word in text.split()]}
