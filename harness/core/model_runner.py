@@ -95,7 +95,7 @@ class ModelRunner:
         if self._static is not None:
             return self._static.kernel_path
         if self._packed is not None:
-            return "cpu-bf16-packed (oneDNN prepacked weights, fixed-buffer attention; batch-invariant)"
+            return self._packed.kernel_path
         return f"{self.device.type}-eager (scaled_dot_product_attention; not batch-invariant)"
 
     @property

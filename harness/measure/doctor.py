@@ -51,13 +51,22 @@ def versions() -> Check:
     return Check(OK, what)
 
 
+def packed_linears() -> str:
+    """Which linears the packed bf16 path runs here: the native kernel, or oneDNN and why."""
+    from harness.core.backends import native_linear
+
+    if native_linear.library() is not None:
+        return "native AVX512-BF16 linears, compiled into the cache"
+    return f"oneDNN prepacked weights: {native_linear.unavailable_reason()}"
+
+
 def cpu() -> Check:
     info = describe_device("cpu")
     bf16 = [name for name, present in info["bf16_instructions"].items() if present and "BF16" in name]
     what = (f"CPU {info['name']} ({info['architecture']}), {info['logical_cores']} logical / "
             f"{info['physical_cores']} physical cores, torch uses {info['torch_threads']} threads "
             f"({info['torch_cpu_capability']}); bf16 instructions: {', '.join(bf16) or 'none'}; --dtype auto runs "
-            + ("bfloat16 on the packed path (oneDNN prepacked weights; batch-invariant, exact chunks)"
+            + (f"bfloat16 on the packed path ({packed_linears()}; batch-invariant, exact chunks)"
                if packed_path_applies(torch.device("cpu"), torch.bfloat16) else "float32 (eager kernels)")
             + "; --runner fast compiles its static step (inductor)")
     if not info["flags_known"]:

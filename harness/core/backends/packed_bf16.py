@@ -31,6 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from harness.core.backends import native_linear
+from harness.core.backends.native_linear import NativeLinear
 from harness.core.layer_calls import LayerCall, joined, split_like
 from harness.core.rotary import apply_rotary
 
@@ -90,14 +92,14 @@ class PackedLinear:
         return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, activation, [], "")
 
 
-class _PackedLayer:
-    def __init__(self, layer: torch.nn.Module) -> None:
+class PackedLayer:
+    def __init__(self, layer: torch.nn.Module, linear: type = PackedLinear) -> None:
         attn, mlp = layer.self_attn, layer.mlp
-        self.qkv = PackedLinear(attn.q_proj, attn.k_proj, attn.v_proj)
-        self.o = PackedLinear(attn.o_proj)
-        self.gate = PackedLinear(mlp.gate_proj)
-        self.up = PackedLinear(mlp.up_proj)
-        self.down = PackedLinear(mlp.down_proj)
+        self.qkv = linear(attn.q_proj, attn.k_proj, attn.v_proj)
+        self.o = linear(attn.o_proj)
+        self.gate = linear(mlp.gate_proj)
+        self.up = linear(mlp.up_proj)
+        self.down = linear(mlp.down_proj)
         self.input_norm = _norm_weight(layer.input_layernorm)
         self.post_norm = _norm_weight(layer.post_attention_layernorm)
         self.q_norm = getattr(attn, "q_norm", None)
@@ -119,14 +121,24 @@ class PackedBF16Stack:
 
     def __init__(self, runner) -> None:
         self.runner = runner
-        self.layers = [_PackedLayer(layer) for layer in runner.layers]
+        self.linear = NativeLinear if native_linear.library() is not None else PackedLinear
+        self.layers = [PackedLayer(layer, self.linear) for layer in runner.layers]
         self.final_norm = _norm_weight(runner.norm)
-        self.lm_head = PackedLinear(runner.lm_head)
+        self.lm_head = self.linear(runner.lm_head)
+        # oneDNN's one-row kernel differs from its many-row one, so a lone row runs beside a copy of itself there
+        self.shadow = self.linear is PackedLinear
+        self.native = self.linear is NativeLinear and runner.head_dim <= native_linear.MAX_HEAD_DIM
         self.n_heads, self.n_kv_heads, self.head_dim = runner.n_heads, runner.n_kv_heads, runner.head_dim
         self.scaling = runner.scaling
 
+    @property
+    def kernel_path(self) -> str:
+        linears = ("native AVX512-BF16 linears" if self.linear is NativeLinear else
+                   f"oneDNN prepacked weights ({native_linear.unavailable_reason()})")
+        return f"cpu-bf16-packed ({linears}, fixed-buffer attention; batch-invariant)"
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(rms_norm(hidden[0], self.final_norm)).float()
+        return self.lm_head(self._norm(hidden[0], self.final_norm)).float()
 
     def logits_batch(self, hiddens: list[torch.Tensor]) -> list[torch.Tensor]:
         """Each sequence's logits, the lm head run once per group of sequences whose rows stay exact together."""
@@ -182,7 +194,7 @@ class PackedBF16Stack:
     def _run_group(self, calls: list[LayerCall]) -> list[torch.Tensor]:
         """The calls' chunks through their layer ranges, each layer's linears once over the rows of every call that
         reaches it, attention per call over its own cache."""
-        alone = len(calls) == 1 and calls[0].rows == 1  # its shadow then rides along all the way (see below)
+        alone = self.shadow and len(calls) == 1 and calls[0].rows == 1  # its shadow rides along all the way
         xs = [c.hidden[0].expand(2, -1) if alone else c.hidden[0] for c in calls]
         per_past: list[dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = [{} for _ in calls]
         for i in range(min(c.start for c in calls), max(c.end for c in calls)):
@@ -202,11 +214,14 @@ class PackedBF16Stack:
             feeding = [j for j, c in enumerate(calls) if c.start <= i < c.end and i not in c.skip_mlp]
             if feeding:
                 x = joined([xs[j] for j in feeding])
-                h = rms_norm(x, layer.post_norm)
+                h = self._norm(x, layer.post_norm)
                 for j, out in zip(feeding, split_like(x + layer.down(layer.up.times(h, layer.gate.silu(h))),
                                                       [xs[j] for j in feeding])):
                     xs[j] = out
         return [x[None, :c.rows] for x, c in zip(xs, calls)]
+
+    def _norm(self, x: torch.Tensor, norm: tuple[torch.Tensor, float]) -> torch.Tensor:
+        return native_linear.rms_norm(x, *norm) if self.native else rms_norm(x, norm)
 
     def _rotary_and_mask(self, past: int, q_len: int, slots: int, positions: torch.Tensor | None,
                          chunk_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -220,23 +235,23 @@ class PackedBF16Stack:
         visible = torch.zeros(q_len, slots, dtype=torch.bool, device=device)
         visible[:, :past] = True
         visible[:, past:past + q_len] = inner
-        if q_len == 1:
+        if q_len == 1 and self.shadow:
             pos, visible = pos.expand(2), visible.expand(2, -1)
         mask = torch.zeros(visible.shape, device=device).masked_fill_(~visible, float("-inf"))
         return runner._cos[pos][:, None], runner._sin[pos][:, None], mask
 
-    def _attention(self, index: int, layer: _PackedLayer, xs: list[torch.Tensor], calls: list[LayerCall],
+    def _attention(self, index: int, layer: PackedLayer, xs: list[torch.Tensor], calls: list[LayerCall],
                    tables: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
         """Attention for each call's rows (xs[j]: [q, d], or a lone row and its shadow), q/k/v and output projections
         over all calls' rows at once. A single row attends beside a shadow copy of itself (see `PackedLinear`: the
         kernels then see the shapes they see for any chunk); only a chunk's real rows enter its cache."""
         heads, kv_heads, dim = self.n_heads, self.n_kv_heads, self.head_dim
         x = joined(xs)
-        qkv = layer.qkv(rms_norm(x, layer.input_norm))
+        qkv = layer.qkv(self._norm(x, layer.input_norm))
         outs = []
         for part, call, (cos, sin, mask) in zip(split_like(qkv, xs), calls, tables):
             q_len, cache, given = call.rows, call.cache, part.shape[0]
-            part = part.expand(2, -1) if given == 1 else part
+            part = part.expand(2, -1) if given == 1 and self.shadow else part
             rows = part.shape[0]
             qk, v = part.split([(heads + kv_heads) * dim, kv_heads * dim], dim=-1)
             qk, v = qk.view(rows, heads + kv_heads, dim), v.view(rows, kv_heads, dim)
@@ -245,6 +260,9 @@ class PackedBF16Stack:
             q, k = apply_rotary(qk, cos, sin).split([heads, kv_heads], dim=1)  # one rotary pass over q and k heads
             cache.append(index, k[:q_len].transpose(0, 1)[None], v[:q_len].transpose(0, 1)[None])
             keys, values = cache.k[index, 0], cache.v[index, 0]  # the whole buffer: [kv_heads, max_len, dim]
+            if self.native:
+                outs.append(native_linear.attend(q.contiguous(), keys, values, mask, self.scaling)[:given])
+                continue
             group = heads // kv_heads
             # rows ordered (kv head, query head in group, position): one batched matmul per kv head, no key copies
             grouped = q.view(rows, kv_heads, group, dim).permute(1, 2, 0, 3)

@@ -1,0 +1,139 @@
+/* Few-row bf16 linears for CPUs with AVX512-BF16, batch-invariant by construction (see native_linear.py).
+
+   y[m, n] = epilogue(sum_k x[m, k] w[n, k] + bias[n]), rounded once to bf16 (round to nearest even). Each output
+   accumulates in its own fp32 lane over k in order, whatever the number of rows M, the group of rows it is
+   computed with or the thread that computes it: a row's bits never depend on its company. */
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+static inline uint16_t to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+
+static inline float from_bf16(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+#define V 4  /* vectors of 16 outputs per block: 64 outputs */
+#define G 4  /* input rows per pass over a block */
+#define BLOCK (16 * V)
+
+/* The pair (x[m, k], x[m, k + 1]) as one 32-bit lane, the last one zero-padded when K is odd. */
+static inline __m512bh pair(const uint16_t* row, int64_t k, int64_t K) {
+  uint32_t bits = row[k] | (k + 1 < K ? (uint32_t)row[k + 1] << 16 : 0u);
+  return (__m512bh)_mm512_set1_epi32((int)bits);
+}
+
+/* w packed by `pack_weight`: block b (outputs 64b..64b+63), k-pair p: 64 lanes of (w[n, 2p], w[n, 2p + 1]), so a
+   block streams from memory in order and every output accumulates in its own lane over k in order. */
+/* epilogue 0: none; 1: SiLU; 2: times other[m, n] (bf16). */
+void linear_bf16(const uint16_t* x, const uint16_t* w, const float* bias, const uint16_t* other, uint16_t* y,
+                 int64_t M, int64_t K, int64_t N, int epilogue) {
+  int64_t pairs = (K + 1) / 2, blocks = (N + BLOCK - 1) / BLOCK;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint16_t* wb = w + b * pairs * 2 * BLOCK;
+    for (int64_t m0 = 0; m0 < M; m0 += G) {
+      int64_t rows = M - m0 < G ? M - m0 : G;
+      __m512 acc[G][V];
+      for (int g = 0; g < G; ++g)
+        for (int v = 0; v < V; ++v) acc[g][v] = _mm512_setzero_ps();
+      for (int64_t p = 0; p < pairs; ++p) {
+        const uint16_t* wp = wb + p * 2 * BLOCK;
+        _mm_prefetch((const char*)(wp + 2 * BLOCK * 8), _MM_HINT_T0);
+        _mm_prefetch((const char*)(wp + 2 * BLOCK * 8) + 64, _MM_HINT_T0);
+        _mm_prefetch((const char*)(wp + 2 * BLOCK * 8) + 128, _MM_HINT_T0);
+        _mm_prefetch((const char*)(wp + 2 * BLOCK * 8) + 192, _MM_HINT_T0);
+        __m512bh wv[V];
+        for (int v = 0; v < V; ++v) wv[v] = (__m512bh)_mm512_loadu_si512(wp + 32 * v);
+        for (int g = 0; g < G; ++g) {
+          if (g >= rows) break;
+          __m512bh xv = pair(x + (m0 + g) * K, 2 * p, K);
+          for (int v = 0; v < V; ++v) acc[g][v] = _mm512_dpbf16_ps(acc[g][v], xv, wv[v]);
+        }
+      }
+      for (int64_t g = 0; g < rows; ++g) {
+        float sums[BLOCK];
+        for (int v = 0; v < V; ++v) _mm512_storeu_ps(sums + 16 * v, acc[g][v]);
+        int64_t m = m0 + g;
+        for (int64_t j = 0; j < BLOCK && b * BLOCK + j < N; ++j) {
+          int64_t n = b * BLOCK + j;
+          float s = sums[j] + (bias ? bias[n] : 0.0f);
+          if (epilogue == 1) s = s / (1.0f + expf(-s));
+          else if (epilogue == 2) s = s * from_bf16(other[m * N + n]);
+          y[m * N + n] = to_bf16(s);
+        }
+      }
+    }
+  }
+}
+
+/* out[r, h] = softmax_j(scaling · q[r, h]·K[h / group, j] + mask[r, j]) · V[h / group, j], in bf16: every slot whose
+   mask is finite, in slot order, the scores and weights in fp32 (the dot products pairwise through dpbf16). Masked
+   slots are skipped, not weighted by zero, so a row's bits depend only on its query, its mask row and the slots it
+   sees. q: [rows, heads, dim] with row stride q_stride; keys, values: [kv_heads, slots, dim]; mask: [rows, slots]. */
+void attend_bf16(const uint16_t* q, int64_t q_stride, const uint16_t* keys, const uint16_t* values, const float* mask,
+                 uint16_t* out, int64_t rows, int64_t heads, int64_t kv_heads, int64_t dim, int64_t slots,
+                 float scaling) {
+  int64_t group = heads / kv_heads, vectors = (dim + 15) / 16;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t h = 0; h < heads; ++h) {
+      const uint16_t* qh = q + r * q_stride + h * dim;
+      const uint16_t* kh = keys + (h / group) * slots * dim;
+      const uint16_t* vh = values + (h / group) * slots * dim;
+      const float* mr = mask + r * slots;
+      float scores[slots];
+      float top = -INFINITY;
+      for (int64_t j = 0; j < slots; ++j) {
+        if (mr[j] == -INFINITY) continue;
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t k = 0; k < dim; k += 32) {
+          __mmask32 m = dim - k >= 32 ? 0xffffffffu : (((__mmask32)1 << (dim - k)) - 1);
+          acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_maskz_loadu_epi16(m, qh + k),
+                                 (__m512bh)_mm512_maskz_loadu_epi16(m, kh + j * dim + k));
+        }
+        scores[j] = _mm512_reduce_add_ps(acc) * scaling + mr[j];
+        if (scores[j] > top) top = scores[j];
+      }
+      __m512 o[16];
+      for (int64_t v = 0; v < vectors; ++v) o[v] = _mm512_setzero_ps();
+      float total = 0.0f;
+      for (int64_t j = 0; j < slots; ++j) {
+        if (mr[j] == -INFINITY) continue;
+        float p = expf(scores[j] - top);
+        total += p;
+        __m512 pv = _mm512_set1_ps(p);
+        for (int64_t v = 0; v < vectors; ++v) {
+          __mmask16 m = dim - 16 * v >= 16 ? 0xffffu : (((__mmask16)1 << (dim - 16 * v)) - 1);
+          __m256i bits = _mm256_maskz_loadu_epi16(m, vh + j * dim + 16 * v);
+          __m512 vf = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
+          o[v] = _mm512_fmadd_ps(pv, vf, o[v]);
+        }
+      }
+      float row[256];
+      for (int64_t v = 0; v < vectors; ++v) _mm512_storeu_ps(row + 16 * v, _mm512_div_ps(o[v], _mm512_set1_ps(total)));
+      uint16_t* oh = out + (r * heads + h) * dim;
+      for (int64_t k = 0; k < dim; ++k) oh[k] = to_bf16(row[k]);
+    }
+}
+
+/* y[m] = bf16(rms_norm(x[m]) · weight), in fp32: x[m] / sqrt(mean(x[m]²) + eps), the squares summed in order. */
+void rms_norm_bf16(const uint16_t* x, const float* weight, uint16_t* y, int64_t M, int64_t K, float eps) {
+  for (int64_t m = 0; m < M; ++m) {
+    const uint16_t* xm = x + m * K;
+    float total = 0.0f;
+    for (int64_t k = 0; k < K; ++k) total += from_bf16(xm[k]) * from_bf16(xm[k]);
+    float scale = 1.0f / sqrtf(total / (float)K + eps);
+    for (int64_t k = 0; k < K; ++k) y[m * K + k] = to_bf16(from_bf16(xm[k]) * scale * weight[k]);
+  }
+}

@@ -1,0 +1,142 @@
+"""Few-row bf16 linears in C (`native_linear.c`), for the packed bf16 path on CPUs with AVX512-BF16.
+
+Why: a decoding step's linears see 1–16 rows, and the time to stream their weights from memory is the whole cost;
+oneDNN's bf16 kernels are built for larger products (and its one-row kernel is not batch-invariant). This kernel
+streams each weight once, in blocks laid out in the order it reads them (each output in its own vector lane, so
+no horizontal sums), and gives every row the same bits
+whatever the number of rows (so chunks stay exact without oneDNN's two-row shadow and at any row count).
+
+The source is compiled once with the system's C compiler (`cc`, or `$CC`) into the cache folder, keyed by the
+source and flags, and loaded with ctypes; the shared library uses the OpenMP runtime torch already loaded, so it
+runs on torch's threads. Where there is no compiler, the CPU lacks AVX512-BF16 or `FASTDECODE_NATIVE=0` is set,
+`library()` is None and the packed path keeps oneDNN (`unavailable_reason` says why).
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("native_linear.c")
+FLAGS = ("-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma", "-shared", "-fPIC")
+BLOCK = 64  # outputs per weight block (BLOCK in the C source: 4 vectors of 16 fp32 lanes)
+EPILOGUES = {"none": 0, "swish": 1, "mul": 2}
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+@functools.cache
+def _load() -> tuple[ctypes.CDLL | None, str]:
+    from harness.core.loading import cache_dir
+
+    if os.environ.get("FASTDECODE_NATIVE") == "0":
+        return None, "FASTDECODE_NATIVE=0"
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    if "avx512_bf16" not in flags:
+        return None, "the CPU has no AVX512-BF16"
+    compiler = _compiler()
+    if compiler is None:
+        return None, "no C compiler (cc or $CC)"
+    key = hashlib.sha1(SOURCE.read_bytes() + " ".join((compiler,) + FLAGS).encode()).hexdigest()[:12]
+    target = cache_dir() / "kernels" / f"native_linear-{key}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.partial")
+        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(partial), "-lm"], capture_output=True, text=True)
+        if done.returncode != 0:
+            errors = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines() or ["?"]
+            return None, f"{compiler} failed: {errors[0].strip()}"
+        partial.replace(target)
+    library = ctypes.CDLL(str(target))
+    library.linear_bf16.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int]
+    library.linear_bf16.restype = None
+    library.attend_bf16.argtypes = ([ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 5
+                                    + [ctypes.c_float])
+    library.attend_bf16.restype = None
+    library.rms_norm_bf16.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_float]
+    library.rms_norm_bf16.restype = None
+    return library, ""
+
+
+def library() -> ctypes.CDLL | None:
+    """The compiled kernel, or None where it cannot run here (`unavailable_reason`)."""
+    return _load()[0]
+
+
+def unavailable_reason() -> str:
+    return _load()[1]
+
+
+def pack_weight(weight: torch.Tensor) -> torch.Tensor:
+    """[N, K] bf16 → blocks of `BLOCK` outputs, each k-pair of a block's outputs together ((w[n, 2p], w[n, 2p+1])
+    for its 64 outputs: one lane each), zero-padded to whole blocks and pairs: the order in which the kernel reads
+    them."""
+    n, k = weight.shape
+    rows, cols = -(-n // BLOCK) * BLOCK, k + k % 2
+    padded = weight.new_zeros(rows, cols)
+    padded[:n, :k] = weight
+    return padded.view(rows // BLOCK, BLOCK, cols // 2, 2).permute(0, 2, 1, 3).contiguous()
+
+
+class NativeLinear:
+    """One bf16 weight (several linears side by side along the output) for the C kernel, with the fused epilogues
+    `PackedLinear` has: `__call__` (x Wᵀ + b), `silu`, `times` (· other)."""
+
+    def __init__(self, *linears: torch.nn.Linear) -> None:
+        weight = torch.cat([lin.weight.detach() for lin in linears]).to(torch.bfloat16)
+        self.out_features, self.in_features = weight.shape
+        self.weight = pack_weight(weight)
+        biases = [lin.bias for lin in linears]
+        self.bias = None if all(b is None for b in biases) else torch.cat(
+            [b.detach() if b is not None else weight.new_zeros(lin.out_features) for b, lin in zip(biases, linears)]
+        ).float().contiguous()
+        self._kernel = library().linear_bf16
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, None, "none")
+
+    def silu(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, None, "swish")
+
+    def times(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        return self._run(x, other.contiguous(), "mul")
+
+    def _run(self, x: torch.Tensor, other: torch.Tensor | None, epilogue: str) -> torch.Tensor:
+        x = x.contiguous()
+        y = x.new_empty(x.shape[0], self.out_features)
+        self._kernel(x.data_ptr(), self.weight.data_ptr(), None if self.bias is None else self.bias.data_ptr(),
+                     None if other is None else other.data_ptr(), y.data_ptr(), x.shape[0], self.in_features,
+                     self.out_features, EPILOGUES[epilogue])
+        return y
+
+
+MAX_HEAD_DIM = 256  # what `attend` holds per head (the C source's output vectors)
+
+
+def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+           scaling: float) -> torch.Tensor:
+    """Softmax attention of q [rows, heads, dim] (rows contiguous inside) over a cache layer's whole buffer
+    (keys, values [kv_heads, slots, dim]), slots masked -inf in `mask` [rows, slots] skipped: [rows, heads · dim]."""
+    rows, heads, dim = q.shape
+    assert q.stride(2) == 1 and q.stride(1) == dim and keys.is_contiguous() and values.is_contiguous()
+    mask = mask.contiguous()
+    out = q.new_empty(rows, heads * dim)
+    library().attend_bf16(q.data_ptr(), q.stride(0), keys.data_ptr(), values.data_ptr(), mask.data_ptr(),
+                          out.data_ptr(), rows, heads, keys.shape[0], dim, keys.shape[1], scaling)
+    return out
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm of bf16 rows in fp32 with its fp32 weight, rounded once to bf16."""
+    x = x.contiguous()
+    y = torch.empty_like(x)
+    library().rms_norm_bf16(x.data_ptr(), weight.data_ptr(), y.data_ptr(), x.shape[0], x.shape[1], eps)
+    return y
