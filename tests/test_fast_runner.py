@@ -8,6 +8,7 @@ import torch
 from torch._dynamo.utils import counters
 
 from harness.core.backends.cuda_graphs import CapturedStack, eager_capture
+from harness.core.backends.packed_bf16 import PackedBF16Stack, PackedLayer, PackedLinear
 from harness.core.kv_cache import LayeredKVCache
 from harness.core.backends.static_stack import SCRATCH_SLOTS, StaticStack, packed_weights
 from harness.core.backends.static_step import PACKED_OPS, fill_chunk_inputs, new_chunk_inputs, visibility_mask
@@ -39,7 +40,7 @@ def test_explicit_positions_and_a_tree_mask_are_filled_in_place():
 
 
 def _uncompiled_stack(runner) -> StaticStack:
-    return StaticStack(runner, [packed_weights(layer) for layer in runner._packed.layers], PACKED_OPS,
+    return StaticStack(runner, [packed_weights(PackedLayer(layer)) for layer in runner.layers], PACKED_OPS,
                        lambda kind, bucket: kind, runner.eager_layers, "test")
 
 
@@ -54,7 +55,8 @@ def test_a_padded_static_chunk_gives_the_packed_paths_bits_and_writes_no_real_sl
     runner.forward(CONTEXT, static)
     static.k[:, :, :, len(CONTEXT):].fill_(7)  # marks the slots a padded row must not touch
     hidden = runner.embed([11, 12, 13])
-    expected = runner.run_layers(hidden, reference)
+    expected = PackedBF16Stack(runner, PackedLinear).run_layers(hidden, reference, 0, runner.n_layers, None, None,
+                                                                frozenset(), frozenset())  # the same oneDNN linears
     got = stack.run_layers(hidden, static, 0, runner.n_layers, None, None, frozenset(), frozenset())
     assert static.lengths == reference.lengths == [len(CONTEXT) + 3] * runner.n_layers
     assert torch.equal(got, expected)  # 3 rows padded to a bucket of 4

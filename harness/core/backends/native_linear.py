@@ -25,6 +25,7 @@ import torch
 
 SOURCE = Path(__file__).with_name("native_linear.c")
 FLAGS = ("-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma", "-shared", "-fPIC")
+NATIVE_ROWS = 32  # chunks of more rows (prefills) run on oneDNN's prepacked weights, faster there
 BLOCK = 64  # outputs per weight block (BLOCK in the C source: 4 vectors of 16 fp32 lanes)
 EPILOGUES = {"none": 0, "swish": 1, "mul": 2}
 
@@ -88,9 +89,14 @@ def pack_weight(weight: torch.Tensor) -> torch.Tensor:
 
 class NativeLinear:
     """One bf16 weight (several linears side by side along the output) for the C kernel, with the fused epilogues
-    `PackedLinear` has: `__call__` (x Wᵀ + b), `silu`, `times` (· other)."""
+    `PackedLinear` has: `__call__` (x Wᵀ + b), `silu`, `times` (· other). Up to `NATIVE_ROWS` rows run in C, more
+    (a prefill: compute-bound, where oneDNN's large-product kernels win) on a oneDNN copy of the weight, so a
+    chunk's rows are those of one-row calls up to `NATIVE_ROWS` rows."""
 
     def __init__(self, *linears: torch.nn.Linear) -> None:
+        from harness.core.backends.packed_bf16 import PackedLinear
+
+        self.long = PackedLinear(*linears)
         weight = torch.cat([lin.weight.detach() for lin in linears]).to(torch.bfloat16)
         self.out_features, self.in_features = weight.shape
         self.weight = pack_weight(weight)
@@ -101,13 +107,13 @@ class NativeLinear:
         self._kernel = library().linear_bf16
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x, None, "none")
+        return self._run(x, None, "none") if x.shape[0] <= NATIVE_ROWS else self.long(x)
 
     def silu(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x, None, "swish")
+        return self._run(x, None, "swish") if x.shape[0] <= NATIVE_ROWS else self.long.silu(x)
 
     def times(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
-        return self._run(x, other.contiguous(), "mul")
+        return self._run(x, other.contiguous(), "mul") if x.shape[0] <= NATIVE_ROWS else self.long.times(x, other)
 
     def _run(self, x: torch.Tensor, other: torch.Tensor | None, epilogue: str) -> torch.Tensor:
         x = x.contiguous()

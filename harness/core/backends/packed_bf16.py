@@ -119,9 +119,10 @@ def rms_norm(x: torch.Tensor, norm: tuple[torch.Tensor, float]) -> torch.Tensor:
 class PackedBF16Stack:
     """Runs chunks through layer ranges with prepacked weights and fixed-buffer attention (see the module doc)."""
 
-    def __init__(self, runner) -> None:
+    def __init__(self, runner, linear: type | None = None) -> None:
+        """`linear`: NativeLinear or PackedLinear (oneDNN); by default the native kernel where it runs."""
         self.runner = runner
-        self.linear = NativeLinear if native_linear.library() is not None else PackedLinear
+        self.linear = linear or (NativeLinear if native_linear.library() is not None else PackedLinear)
         self.layers = [PackedLayer(layer, self.linear) for layer in runner.layers]
         self.final_norm = _norm_weight(runner.norm)
         self.lm_head = self.linear(runner.lm_head)
