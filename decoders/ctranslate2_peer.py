@@ -1,8 +1,9 @@
 """CTranslate2's greedy generation: a dedicated C++ inference engine as a yardstick for `vanilla`'s speed.
 
 Like `hf_generate` it does not use the model-runner core: it converts the run's checkpoint with CTranslate2's own
-converter (once, into `<cache>/ctranslate2/`) and decodes with its `Generator`, one token at a time through
-`generate_tokens` so that stop strings end it as they end every other decoder. CTranslate2 is optional (`pip
+converter (once, into `<cache>/ctranslate2/`) and decodes with its `Generator` in a process of its own (`ctranslate2_worker.py`: its
+OpenMP runtime would fight torch's for the cores), one token at a time so that stop strings end it as they end
+every other decoder. CTranslate2 is optional (`pip
 install ctranslate2`) and computes in its own types: `compute_type="auto"` takes the run's dtype where CTranslate2
 has it on the device and float32 otherwise (its CPU builds have no bfloat16), and the generation's stats name the
 type that ran. It decodes greedily only.
@@ -11,7 +12,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
+import subprocess
+import sys
 import tempfile
+import weakref
 from pathlib import Path
 
 import torch
@@ -23,6 +28,7 @@ from harness.core.loading import cache_dir
 
 COMPUTE_TYPES = ("auto", "float32", "bfloat16", "float16", "int8", "int8_float32", "int8_float16", "int8_bfloat16",
                  "int16")
+WORKER = Path(__file__).with_name("ctranslate2_worker.py")
 TORCH_TYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
@@ -54,9 +60,13 @@ class CTranslate2(Decoder):
         if self.compute_type not in supported:
             raise HarnessError(f"ctranslate2 has no compute_type {compute_type!r} on {device}; it has "
                                f"{', '.join(sorted(supported))}")
-        self.generator = ct2.Generator(str(self._converted(ct2)), device=device,
-                                       device_index=runner.device.index or 0, compute_type=self.compute_type,
-                                       intra_threads=torch.get_num_threads() if device == "cpu" else 0)
+        threads = torch.get_num_threads() if device == "cpu" else 0
+        self._worker = subprocess.Popen(
+            [sys.executable, str(WORKER), str(self._converted(ct2)), device, str(runner.device.index or 0),
+             self.compute_type, str(threads)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=tempfile.TemporaryFile(), text=True, bufsize=1)
+        weakref.finalize(self, self._worker.kill)
+        self._answer()  # {"ready": true} once the model is loaded
 
     @classmethod
     def check_ranges(cls, settings: dict) -> None:
@@ -94,21 +104,31 @@ class CTranslate2(Decoder):
     def _tokens(self, prompt_ids: list[int]) -> list[str]:
         return self.tokenizer.convert_ids_to_tokens(prompt_ids)
 
+    def _ask(self, request: dict) -> None:
+        self._worker.stdin.write(json.dumps(request) + "\n")
+
+    def _answer(self) -> dict:
+        line = self._worker.stdout.readline()
+        if not line:
+            self._worker.stderr.seek(0)
+            error = self._worker.stderr.read().decode(errors="replace").strip().splitlines() or ["no output"]
+            raise HarnessError(f"the ctranslate2 worker stopped: {error[-1]}")
+        return json.loads(line)
+
+    def _options(self, stop) -> dict:
+        return {"max_length": stop.max_new_tokens, "end": sorted(stop.eos_token_ids)}
+
     def _generate(self, prompt_ids, stop, on_first_token):
         sink = TokenSink(stop, on_first_token)
         if not sink.done:
-            for step in self.generator.generate_tokens(self._tokens(prompt_ids), max_length=stop.max_new_tokens,
-                                                       sampling_topk=1, end_token=sorted(stop.eos_token_ids) or None):
-                if sink.add([step.token_id]):
-                    break
+            self._ask({"prompt": self._tokens(prompt_ids), **self._options(stop)})
+            while "id" in (answer := self._answer()):
+                self._worker.stdin.write("0\n" if sink.add([answer["id"]]) else "1\n")
         return Generation(sink.tokens, {"steps": len(sink.tokens), "compute_type": self.compute_type})
 
     def generate_batch(self, jobs: list[SequenceJob], size: int, refill: bool = False) -> list[SequenceResult]:
         """CTranslate2's own batched greedy generation, `size` prompts at a time (`whole_batches`)."""
         def generate_many(part: list[SequenceJob]) -> list[list[int]]:
-            results = self.generator.generate_batch(
-                [self._tokens(job.prompt_ids) for job in part], max_length=part[0].stop.max_new_tokens,
-                sampling_topk=1, end_token=sorted(part[0].stop.eos_token_ids) or None,
-                include_prompt_in_result=False, return_end_token=True)
-            return [result.sequences_ids[0] for result in results]
+            self._ask({"batch": [self._tokens(job.prompt_ids) for job in part], **self._options(part[0].stop)})
+            return self._answer()["ids"]
         return whole_batches(self, jobs, size, refill, generate_many)
