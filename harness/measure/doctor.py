@@ -56,7 +56,8 @@ def packed_linears() -> str:
     from harness.core.backends import native_linear
 
     if native_linear.library() is not None:
-        return "native AVX512-BF16 linears, compiled into the cache"
+        kind = "AMX-BF16 tiles" if native_linear.uses_amx() else "AVX512-BF16"
+        return f"native {kind} linears, compiled into the cache"
     return f"oneDNN prepacked weights: {native_linear.unavailable_reason()}"
 
 

@@ -25,6 +25,8 @@ import torch
 
 SOURCE = Path(__file__).with_name("native_linear.c")
 FLAGS = ("-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma", "-shared", "-fPIC")
+AMX_FLAGS = ("-mamx-tile", "-mamx-bf16")  # where the CPU has AMX-BF16 (and the compiler knows it)
+AMX_ROWS = 16  # rows of one AMX tile: more rows run as several calls
 NATIVE_ROWS = 32  # chunks of more rows (prefills) run on oneDNN's prepacked weights, faster there
 BLOCK = 64  # outputs per weight block (BLOCK in the C source: 4 vectors of 16 fp32 lanes)
 EPILOGUES = {"none": 0, "swish": 1, "mul": 2}
@@ -35,28 +37,20 @@ def _compiler() -> str | None:
 
 
 @functools.cache
-def _load() -> tuple[ctypes.CDLL | None, str]:
-    from harness.core.loading import cache_dir
-
+def _load() -> tuple[ctypes.CDLL | None, str, bool]:
     if os.environ.get("FASTDECODE_NATIVE") == "0":
-        return None, "FASTDECODE_NATIVE=0"
+        return None, "FASTDECODE_NATIVE=0", False
     flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
     if "avx512_bf16" not in flags:
-        return None, "the CPU has no AVX512-BF16"
+        return None, "the CPU has no AVX512-BF16", False
     compiler = _compiler()
     if compiler is None:
-        return None, "no C compiler (cc or $CC)"
-    key = hashlib.sha1(SOURCE.read_bytes() + " ".join((compiler,) + FLAGS).encode()).hexdigest()[:12]
-    target = cache_dir() / "kernels" / f"native_linear-{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(f".{os.getpid()}.partial")
-        done = subprocess.run([compiler, *FLAGS, str(SOURCE), "-o", str(partial), "-lm"], capture_output=True, text=True)
-        if done.returncode != 0:
-            errors = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines() or ["?"]
-            return None, f"{compiler} failed: {errors[0].strip()}"
-        partial.replace(target)
-    library = ctypes.CDLL(str(target))
+        return None, "no C compiler (cc or $CC)", False
+    built = _compile(compiler, FLAGS + AMX_FLAGS) if "amx_bf16" in flags else None
+    built = built if isinstance(built, Path) else _compile(compiler, FLAGS)
+    if not isinstance(built, Path):
+        return None, built, False
+    library = ctypes.CDLL(str(built))
     library.linear_bf16.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int]
     library.linear_bf16.restype = None
     library.attend_bf16.argtypes = ([ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 5
@@ -64,7 +58,28 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     library.attend_bf16.restype = None
     library.rms_norm_bf16.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_float]
     library.rms_norm_bf16.restype = None
-    return library, ""
+    amx = hasattr(library, "linear_bf16_amx") and library.amx_init() == 1
+    if amx:
+        library.linear_bf16_amx.argtypes = library.linear_bf16.argtypes
+        library.linear_bf16_amx.restype = None
+    return library, "", amx
+
+
+def _compile(compiler: str, flags: tuple[str, ...]) -> Path | str:
+    """The shared library built from the source with `flags` (once: cached by source and flags), or why not."""
+    from harness.core.loading import cache_dir
+
+    key = hashlib.sha1(SOURCE.read_bytes() + " ".join((compiler,) + flags).encode()).hexdigest()[:12]
+    target = cache_dir() / "kernels" / f"native_linear-{key}.so"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(f".{os.getpid()}.partial")
+        done = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(partial), "-lm"], capture_output=True, text=True)
+        if done.returncode != 0:
+            errors = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines() or ["?"]
+            return f"{compiler} failed: {errors[0].strip()}"
+        partial.replace(target)
+    return target
 
 
 def library() -> ctypes.CDLL | None:
@@ -74,6 +89,11 @@ def library() -> ctypes.CDLL | None:
 
 def unavailable_reason() -> str:
     return _load()[1]
+
+
+def uses_amx() -> bool:
+    """Whether the linears run on AMX tiles (CPUs with AMX-BF16) rather than AVX512-BF16 vectors."""
+    return _load()[2]
 
 
 def pack_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -104,7 +124,8 @@ class NativeLinear:
         self.bias = None if all(b is None for b in biases) else torch.cat(
             [b.detach() if b is not None else weight.new_zeros(lin.out_features) for b, lin in zip(biases, linears)]
         ).float().contiguous()
-        self._kernel = library().linear_bf16
+        self.amx = uses_amx() and self.in_features % 32 == 0  # whole A tiles of 32 columns
+        self._kernel = library().linear_bf16_amx if self.amx else library().linear_bf16
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self._run(x, None, "none") if x.shape[0] <= NATIVE_ROWS else self.long(x)
@@ -118,9 +139,12 @@ class NativeLinear:
     def _run(self, x: torch.Tensor, other: torch.Tensor | None, epilogue: str) -> torch.Tensor:
         x = x.contiguous()
         y = x.new_empty(x.shape[0], self.out_features)
-        self._kernel(x.data_ptr(), self.weight.data_ptr(), None if self.bias is None else self.bias.data_ptr(),
-                     None if other is None else other.data_ptr(), y.data_ptr(), x.shape[0], self.in_features,
-                     self.out_features, EPILOGUES[epilogue])
+        step = AMX_ROWS if self.amx else x.shape[0]
+        for m in range(0, x.shape[0], step):  # rows never mix, so splitting them changes no bits
+            rows = min(step, x.shape[0] - m)
+            self._kernel(x[m].data_ptr(), self.weight.data_ptr(), None if self.bias is None else self.bias.data_ptr(),
+                         None if other is None else other[m].data_ptr(), y[m].data_ptr(), rows, self.in_features,
+                         self.out_features, EPILOGUES[epilogue])
         return y
 
 

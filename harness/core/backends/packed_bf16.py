@@ -134,7 +134,8 @@ class PackedBF16Stack:
 
     @property
     def kernel_path(self) -> str:
-        linears = ("native AVX512-BF16 linears" if self.linear is NativeLinear else
+        kind = "AMX-BF16" if native_linear.uses_amx() else "AVX512-BF16"
+        linears = (f"native {kind} linears" if self.linear is NativeLinear else
                    f"oneDNN prepacked weights ({native_linear.unavailable_reason()})")
         return f"cpu-bf16-packed ({linears}, fixed-buffer attention; batch-invariant)"
 
