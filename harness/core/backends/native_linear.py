@@ -120,10 +120,7 @@ class NativeLinear:
         weight = torch.cat([lin.weight.detach() for lin in linears]).to(torch.bfloat16)
         self.out_features, self.in_features = weight.shape
         self.weight = pack_weight(weight)
-        biases = [lin.bias for lin in linears]
-        self.bias = None if all(b is None for b in biases) else torch.cat(
-            [b.detach() if b is not None else weight.new_zeros(lin.out_features) for b, lin in zip(biases, linears)]
-        ).float().contiguous()
+        self.bias = None if self.long.bias is None else self.long.bias.float().contiguous()  # oneDNN's, joined
         self.amx = uses_amx() and self.in_features % 32 == 0  # whole A tiles of 32 columns
         self._kernel = library().linear_bf16_amx if self.amx else library().linear_bf16
 
