@@ -131,6 +131,9 @@ class PackedBF16Stack:
         self.native = self.linear is NativeLinear and runner.head_dim <= native_linear.MAX_HEAD_DIM
         self.n_heads, self.n_kv_heads, self.head_dim = runner.n_heads, runner.n_kv_heads, runner.head_dim
         self.scaling = runner.scaling
+        fusable = self.native and all(layer.q_norm is None for layer in self.layers)
+        self.fused = [native_linear.NativeLayer(layer, self.n_heads, self.n_kv_heads, self.head_dim)
+                      for layer in self.layers] if fusable else None
 
     @property
     def kernel_path(self) -> str:
@@ -196,6 +199,8 @@ class PackedBF16Stack:
     def _run_group(self, calls: list[LayerCall]) -> list[torch.Tensor]:
         """The calls' chunks through their layer ranges, each layer's linears once over the rows of every call that
         reaches it, attention per call over its own cache."""
+        if self.fused is not None and len(calls) == 1 and calls[0].rows <= native_linear.NATIVE_ROWS:
+            return [self._run_fused(calls[0])]
         alone = self.shadow and len(calls) == 1 and calls[0].rows == 1  # its shadow rides along all the way
         xs = [c.hidden[0].expand(2, -1) if alone else c.hidden[0] for c in calls]
         per_past: list[dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = [{} for _ in calls]
@@ -221,6 +226,25 @@ class PackedBF16Stack:
                                                       [xs[j] for j in feeding])):
                     xs[j] = out
         return [x[None, :c.rows] for x, c in zip(xs, calls)]
+
+    def _run_fused(self, call: LayerCall) -> torch.Tensor:
+        """One sequence's chunk through its layer range, a C call per layer (`NativeLayer`): the bits of the separate
+        calls above, without the Python between them."""
+        x = call.hidden[0].contiguous().clone()
+        work = x.new_empty(call.rows, self.fused[0].width)
+        tables: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        for i in range(call.start, call.end):
+            attention, past, table = i not in call.skip_attention, 0, (None, None, None)
+            if attention:
+                past = call.cache.reserve(i, call.rows)
+                if past not in tables:
+                    cos, sin, mask = self._rotary_and_mask(past, call.rows, call.cache.k.shape[3], call.positions,
+                                                           call.chunk_mask)
+                    tables[past] = cos[:, 0], sin[:, 0], mask
+                table = tables[past]
+            self.fused[i](x, attention, i not in call.skip_mlp, *table[:2], call.cache.k[i, 0], call.cache.v[i, 0],
+                          past, table[2], self.scaling, work)
+        return x[None]
 
     def _norm(self, x: torch.Tensor, norm: tuple[torch.Tensor, float]) -> torch.Tensor:
         return native_linear.rms_norm(x, *norm) if self.native else rms_norm(x, norm)
