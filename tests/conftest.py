@@ -36,6 +36,14 @@ def _packed(build):
 
 
 @pytest.fixture(scope="session")
+def runner_f32_native(runner):
+    """The fp32 `runner` where it runs on the native fp32 kernels (batch-invariant: CPUs with AVX2 and FMA)."""
+    if not runner.exact_chunks:
+        pytest.skip(f"the native fp32 kernels do not run here: {runner.kernel_path}")
+    return runner
+
+
+@pytest.fixture(scope="session")
 def runner_bf16():
     """The embedded model in bfloat16 on the runner's batch-invariant packed path (CPUs with bf16 hardware)."""
     from harness.core.loading import load_runner

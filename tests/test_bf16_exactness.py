@@ -1,4 +1,5 @@
-"""The packed bf16 runner is batch-invariant: a causal chunk's rows are bit-for-bit what one-position forwards give.
+"""The packed bf16 and native fp32 runners are batch-invariant: a causal chunk's rows are bit-for-bit what
+one-position forwards give.
 
 Every decoder that verifies causal chunks then returns vanilla's tokens in bf16 by construction. Tree verification
 (Medusa, EAGLE) is not covered: a node's ancestors sit at other cache slots than in left-to-right decoding, so the
@@ -24,17 +25,20 @@ from spec_planting import real_prompts, stop_after, vanilla_tokens
 CONTEXT = 40
 
 
-@pytest.fixture(params=["runner_bf16", "qwen_bf16", pytest.param("runner_bf16_fast", marks=pytest.mark.slow)])
+@pytest.fixture(params=["runner_bf16", "qwen_bf16", "runner_f32_native",
+                        pytest.param("runner_bf16_fast", marks=pytest.mark.slow)])
 def packed_runner(request):
     """The embedded SmolLM2 (Llama) and the random Qwen2 (q/k/v biases, 7:1 grouped heads), both on the packed path,
-    and SmolLM2 on the compiled runner (`--runner fast`; slow: it compiles every bucket)."""
+    SmolLM2 on the native fp32 kernels, and on the compiled runner (`--runner fast`; slow: it compiles every
+    bucket)."""
     return request.getfixturevalue(request.param)
 
 
-@pytest.fixture(params=["eager", pytest.param("fast", marks=pytest.mark.slow)])
+@pytest.fixture(params=["runner_bf16", "runner_f32_native", pytest.param("runner_bf16_fast", marks=pytest.mark.slow)])
 def exact_runner(request):
-    """The packed bf16 runner, eager and compiled (`--runner fast`; slow: it compiles every bucket)."""
-    return request.getfixturevalue("runner_bf16" if request.param == "eager" else "runner_bf16_fast")
+    """The packed bf16 runner, eager and compiled (`--runner fast`; slow: it compiles every bucket), and the native
+    fp32 runner."""
+    return request.getfixturevalue(request.param)
 
 
 def _context_cache(runner, context, extra=80):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from harness.core.kv_cache import LayeredKVCache
 from harness.core.layer_calls import LayerCall, joined, split_like
+from harness.core.backends.native_f32 import NativeF32Stack, native_f32_applies
 from harness.core.backends.packed_bf16 import PackedBF16Stack, packed_path_applies
 from harness.core.backends.runner_backends import RUNNERS, backend
 from harness.core.rotary import apply_rotary
@@ -60,9 +61,9 @@ class ModelRunner:
         self.dtype = next(model.parameters()).dtype
         self._cos = self._sin = None
         self._rotary_lock = threading.Lock()
-        self._packed = PackedBF16Stack(self) if packed_path_applies(self.device, self.dtype) else None
-        if self.device.type == "cpu" and self._packed is None:
-            store_linears_column_major(model)
+        if self.device.type == "cpu" and not packed_path_applies(self.device, self.dtype):
+            store_linears_column_major(model)  # for the eager modules, which also run prefills beside native fp32
+        self._packed = self._native_stack()
         if runner not in RUNNERS:
             raise ValueError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
         self.runner_kind = runner
@@ -73,9 +74,16 @@ class ModelRunner:
         reads copies made when the runner was built. Training needs no repack while it runs, since autograd always
         takes the eager path (prepacked weights carry no gradients)."""
         if self._packed is not None:
-            self._packed = PackedBF16Stack(self)
+            self._packed = self._native_stack()
         if self._static is not None:
             self._static = backend(self, self.runner_kind)
+
+    def _native_stack(self) -> PackedBF16Stack | NativeF32Stack | None:
+        """The batch-invariant CPU path for this dtype, where it runs: packed bf16, native fp32, else None (the
+        model's own modules)."""
+        if packed_path_applies(self.device, self.dtype):
+            return PackedBF16Stack(self)
+        return NativeF32Stack(self) if native_f32_applies(self) else None
 
     def _packed_for(self, hidden: torch.Tensor) -> bool:
         """Whether `hidden` runs on the packed path: inference only, since prepacked weights carry no gradients."""
@@ -83,9 +91,10 @@ class ModelRunner:
 
     @property
     def exact_chunks(self) -> bool:
-        """Whether a chunk's rows come out bit-for-bit as one-position forwards would (the packed bf16 path).
+        """Whether a chunk's rows come out bit-for-bit as one-position forwards would (the packed bf16 and native
+        fp32 paths on a CPU).
 
-        Elsewhere (fp32 kernels, CUDA, CPUs without bf16 hardware) they may differ in the last bits, and a
+        Elsewhere (torch's kernels: CUDA, `FASTDECODE_NATIVE=0`) they may differ in the last bits, and a
         decoder's output can then leave vanilla's at a numerical near-tie; parity classification says which."""
         return self._packed is not None
 

@@ -57,8 +57,17 @@ def packed_linears() -> str:
 
     if native_linear.library() is not None:
         kind = "AMX-BF16 tiles" if native_linear.uses_amx() else "AVX512-BF16"
-        return f"native {kind} linears, compiled into the cache"
+        return f"native {kind} linears, a C call per layer, compiled into the cache"
     return f"oneDNN prepacked weights: {native_linear.unavailable_reason()}"
+
+
+def float32_kernels() -> str:
+    """Which kernels float32 runs on here: the native AVX2-FMA ones, or torch's and why."""
+    from harness.core.backends import native_f32
+
+    if native_f32.library() is not None:
+        return "native AVX2-FMA kernels, a C call per layer; batch-invariant, exact chunks"
+    return f"eager torch kernels: {native_f32.unavailable_reason()}"
 
 
 def cpu() -> Check:
@@ -68,7 +77,8 @@ def cpu() -> Check:
             f"{info['physical_cores']} physical cores, torch uses {info['torch_threads']} threads "
             f"({info['torch_cpu_capability']}); bf16 instructions: {', '.join(bf16) or 'none'}; --dtype auto runs "
             + (f"bfloat16 on the packed path ({packed_linears()}; batch-invariant, exact chunks)"
-               if packed_path_applies(torch.device("cpu"), torch.bfloat16) else "float32 (eager kernels)")
+               if packed_path_applies(torch.device("cpu"), torch.bfloat16) else f"float32 ({float32_kernels()})")
+            + f"; --dtype float32 runs {float32_kernels()}"
             + "; --runner fast compiles its static step (inductor)")
     if not info["flags_known"]:
         return Check(WARN, what, "the CPU flags could not be read (/proc/cpuinfo, lscpu): bf16 support unknown")

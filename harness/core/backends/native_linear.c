@@ -205,13 +205,6 @@ typedef struct {
   int amx; /* K % 32 == 0 and the CPU has AMX-BF16: `linear_bf16_amx`, 16 rows a call */
 } linear_t;
 
-typedef struct {
-  linear_t qkv, o, gate, up, down;
-  const float *input_norm, *post_norm;
-  float input_eps, post_eps;
-  int64_t heads, kv_heads, head_dim;
-} layer_t;
-
 static void run_linear(const linear_t* l, const uint16_t* x, const uint16_t* other, uint16_t* y, int64_t M,
                        int epilogue) {
   int64_t K = l->in_features, N = l->out_features;
@@ -244,38 +237,9 @@ static void rotate(uint16_t* head, const uint16_t* cos, const uint16_t* sin, int
   memcpy(head, out, dim * 2);
 }
 
-/* One decoder layer over `rows` rows of x [rows, d] in place, with the same arithmetic, op by op, as the packed
-   path's separate calls (so its bits are theirs): x += o(attention(rotary(qkv(norm(x))))), the chunk's keys and
-   values written at slots past.. of the layer's buffers (keys, values [kv_heads, slots, dim]); then
-   x += down(up(norm(x)) · silu(gate(norm(x)))). cos, sin: [rows, dim], each row's position; mask [rows, slots].
-   work: rows · (2 d + qkv + heads · dim + 2 · intermediate) bf16 scratch. */
-void layer_bf16(const layer_t* L, uint16_t* x, int64_t rows, int attention, int mlp, const uint16_t* cos,
-                const uint16_t* sin, uint16_t* keys, uint16_t* values, int64_t slots, int64_t past, const float* mask,
-                float scaling, uint16_t* work) {
-  int64_t d = L->o.out_features, dim = L->head_dim, heads = L->heads, kv_heads = L->kv_heads;
-  int64_t qkv_width = L->qkv.out_features, inter = L->gate.out_features;
-  uint16_t *h = work, *sum = h + rows * d, *qkv = sum + rows * d, *attended = qkv + rows * qkv_width;
-  uint16_t *gate = attended + rows * heads * dim, *up = gate + rows * inter;
-  if (attention) {
-    rms_norm_bf16(x, L->input_norm, h, rows, d, L->input_eps);
-    run_linear(&L->qkv, h, 0, qkv, rows, 0);
-    for (int64_t r = 0; r < rows; ++r) {
-      uint16_t* row = qkv + r * qkv_width;
-      for (int64_t head = 0; head < heads + kv_heads; ++head) rotate(row + head * dim, cos + r * dim, sin + r * dim, dim);
-      for (int64_t g = 0; g < kv_heads; ++g) {
-        memcpy(keys + (g * slots + past + r) * dim, row + (heads + g) * dim, dim * 2);
-        memcpy(values + (g * slots + past + r) * dim, row + (heads + kv_heads + g) * dim, dim * 2);
-      }
-    }
-    attend_bf16(qkv, qkv_width, keys, values, mask, attended, rows, heads, kv_heads, dim, slots, scaling);
-    run_linear(&L->o, attended, 0, sum, rows, 0);
-    add_into(x, sum, rows * d);
-  }
-  if (mlp) {
-    rms_norm_bf16(x, L->post_norm, h, rows, d, L->post_eps);
-    run_linear(&L->gate, h, 0, gate, rows, 1);
-    run_linear(&L->up, h, gate, up, rows, 2);
-    run_linear(&L->down, up, 0, sum, rows, 0);
-    add_into(x, sum, rows * d);
-  }
-}
+/* The layer as one call, op for op the arithmetic of the packed path's separate calls (so its bits are theirs). */
+#define ELEMENT uint16_t
+#define LAYER layer_bf16
+#define NORM rms_norm_bf16
+#define ATTEND attend_bf16
+#include "decoder_layer.h"

@@ -15,39 +15,28 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import hashlib
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import torch
+
+from harness.core.backends.cpu_kernels import NATIVE_ROWS, compile_library, cpu_flags, kernels_disabled
 
 SOURCE = Path(__file__).with_name("native_linear.c")
 FLAGS = ("-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma", "-shared", "-fPIC")
 AMX_FLAGS = ("-mamx-tile", "-mamx-bf16")  # where the CPU has AMX-BF16 (and the compiler knows it)
 AMX_ROWS = 16  # rows of one AMX tile: more rows run as several calls
-NATIVE_ROWS = 32  # chunks of more rows (prefills) run on oneDNN's prepacked weights, faster there
 BLOCK = 64  # outputs per weight block (BLOCK in the C source: 4 vectors of 16 fp32 lanes)
 EPILOGUES = {"none": 0, "swish": 1, "mul": 2}
 
 
-def _compiler() -> str | None:
-    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-
-
 @functools.cache
 def _load() -> tuple[ctypes.CDLL | None, str, bool]:
-    if os.environ.get("FASTDECODE_NATIVE") == "0":
+    if kernels_disabled():
         return None, "FASTDECODE_NATIVE=0", False
-    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
-    if "avx512_bf16" not in flags:
+    if "avx512_bf16" not in cpu_flags():
         return None, "the CPU has no AVX512-BF16", False
-    compiler = _compiler()
-    if compiler is None:
-        return None, "no C compiler (cc or $CC)", False
-    built = _compile(compiler, FLAGS + AMX_FLAGS) if "amx_bf16" in flags else None
-    built = built if isinstance(built, Path) else _compile(compiler, FLAGS)
+    built = compile_library(SOURCE, FLAGS + AMX_FLAGS) if "amx_bf16" in cpu_flags() else None
+    built = built if isinstance(built, Path) else compile_library(SOURCE, FLAGS)
     if not isinstance(built, Path):
         return None, built, False
     library = ctypes.CDLL(str(built))
@@ -66,23 +55,6 @@ def _load() -> tuple[ctypes.CDLL | None, str, bool]:
         library.linear_bf16_amx.argtypes = library.linear_bf16.argtypes
         library.linear_bf16_amx.restype = None
     return library, "", amx
-
-
-def _compile(compiler: str, flags: tuple[str, ...]) -> Path | str:
-    """The shared library built from the source with `flags` (once: cached by source and flags), or why not."""
-    from harness.core.loading import cache_dir
-
-    key = hashlib.sha1(SOURCE.read_bytes() + " ".join((compiler,) + flags).encode()).hexdigest()[:12]
-    target = cache_dir() / "kernels" / f"native_linear-{key}.so"
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(f".{os.getpid()}.partial")
-        done = subprocess.run([compiler, *flags, str(SOURCE), "-o", str(partial), "-lm"], capture_output=True, text=True)
-        if done.returncode != 0:
-            errors = [line for line in done.stderr.splitlines() if "error" in line] or done.stderr.splitlines() or ["?"]
-            return f"{compiler} failed: {errors[0].strip()}"
-        partial.replace(target)
-    return target
 
 
 def library() -> ctypes.CDLL | None:

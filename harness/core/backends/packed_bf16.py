@@ -26,12 +26,13 @@ margins of 0–0.25 on 17 of 100 samples).
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from harness.core.backends import native_linear
+from harness.core.backends.cpu_kernels import NATIVE_ROWS, cpu_flags
+from harness.core.backends.fixed_buffer import rotary_and_mask, run_fused_layers
 from harness.core.backends.native_linear import NativeLinear
 from harness.core.layer_calls import LayerCall, joined, split_like
 from harness.core.rotary import apply_rotary
@@ -43,11 +44,7 @@ EXACT_ROWS_PROBES = (4, 8, 16, 24, 32, 48, 64)  # row counts at which a batch's 
 @functools.cache
 def cpu_has_bf16_hardware() -> bool:
     """True where the CPU advertises AVX512-BF16 or AMX-BF16 (Linux /proc/cpuinfo) and oneDNN takes bf16."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    hardware = "avx512_bf16" in flags or "amx_bf16" in flags
+    hardware = bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
     return hardware and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
@@ -199,8 +196,8 @@ class PackedBF16Stack:
     def _run_group(self, calls: list[LayerCall]) -> list[torch.Tensor]:
         """The calls' chunks through their layer ranges, each layer's linears once over the rows of every call that
         reaches it, attention per call over its own cache."""
-        if self.fused is not None and len(calls) == 1 and calls[0].rows <= native_linear.NATIVE_ROWS:
-            return [self._run_fused(calls[0])]
+        if self.fused is not None and len(calls) == 1 and calls[0].rows <= NATIVE_ROWS:  # the same bits, sooner
+            return [run_fused_layers(self.runner, self.fused, calls[0], self.scaling)]
         alone = self.shadow and len(calls) == 1 and calls[0].rows == 1  # its shadow rides along all the way
         xs = [c.hidden[0].expand(2, -1) if alone else c.hidden[0] for c in calls]
         per_past: list[dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = [{} for _ in calls]
@@ -227,44 +224,17 @@ class PackedBF16Stack:
                     xs[j] = out
         return [x[None, :c.rows] for x, c in zip(xs, calls)]
 
-    def _run_fused(self, call: LayerCall) -> torch.Tensor:
-        """One sequence's chunk through its layer range, a C call per layer (`NativeLayer`): the bits of the separate
-        calls above, without the Python between them."""
-        x = call.hidden[0].contiguous().clone()
-        work = x.new_empty(call.rows, self.fused[0].width)
-        tables: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        for i in range(call.start, call.end):
-            attention, past, table = i not in call.skip_attention, 0, (None, None, None)
-            if attention:
-                past = call.cache.reserve(i, call.rows)
-                if past not in tables:
-                    cos, sin, mask = self._rotary_and_mask(past, call.rows, call.cache.k.shape[3], call.positions,
-                                                           call.chunk_mask)
-                    tables[past] = cos[:, 0], sin[:, 0], mask
-                table = tables[past]
-            self.fused[i](x, attention, i not in call.skip_mlp, *table[:2], call.cache.k[i, 0], call.cache.v[i, 0],
-                          past, table[2], self.scaling, work)
-        return x[None]
-
     def _norm(self, x: torch.Tensor, norm: tuple[torch.Tensor, float]) -> torch.Tensor:
         return native_linear.rms_norm(x, *norm) if self.native else rms_norm(x, norm)
 
     def _rotary_and_mask(self, past: int, q_len: int, slots: int, positions: torch.Tensor | None,
                          chunk_mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """cos/sin per row ([rows, 1, head_dim]) and the additive mask over the whole buffer ([rows, slots]);
-        a single row comes with its shadow's copy."""
-        runner = self.runner
-        device = runner.device
-        pos = positions if positions is not None else torch.arange(past, past + q_len, device=device)
-        inner = chunk_mask if chunk_mask is not None else torch.ones(q_len, q_len, dtype=torch.bool,
-                                                                     device=device).tril()
-        visible = torch.zeros(q_len, slots, dtype=torch.bool, device=device)
-        visible[:, :past] = True
-        visible[:, past:past + q_len] = inner
+        """`fixed_buffer.rotary_and_mask`, cos/sin as [rows, 1, head_dim]; a single row comes with its shadow's
+        copy."""
+        cos, sin, mask = rotary_and_mask(self.runner, past, q_len, slots, positions, chunk_mask)
         if q_len == 1 and self.shadow:
-            pos, visible = pos.expand(2), visible.expand(2, -1)
-        mask = torch.zeros(visible.shape, device=device).masked_fill_(~visible, float("-inf"))
-        return runner._cos[pos][:, None], runner._sin[pos][:, None], mask
+            cos, sin, mask = cos.expand(2, -1), sin.expand(2, -1), mask.expand(2, -1)
+        return cos[:, None], sin[:, None], mask
 
     def _attention(self, index: int, layer: PackedLayer, xs: list[torch.Tensor], calls: list[LayerCall],
                    tables: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]) -> list[torch.Tensor]:
