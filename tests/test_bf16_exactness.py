@@ -18,6 +18,7 @@ from decoders.pld import PromptLookup
 from decoders.self_speculative.decoder import SelfSpeculative
 from decoders.vanilla import Vanilla
 from harness.core.decoding import CACHE_HEADROOM
+from harness.core.layer_calls import LayerCall
 from decoders.eagle.draft import FeatureDraft
 from harness.core.heads import ExitHead
 from spec_planting import real_prompts, stop_after, vanilla_tokens
@@ -143,3 +144,30 @@ def test_every_decoder_allocates_vanillas_cache_length(runner, shared_data, name
     assert lengths == [len(prompt) + 4 + CACHE_HEADROOM]
     _decoders(runner)[name]().generate(prompt, stop_after(runner, 4))
     assert len(lengths) > 1 and lengths[1] == lengths[0]
+
+
+@torch.inference_mode()
+def test_sequences_sharing_a_pass_get_the_bits_each_gets_alone(packed_runner):
+    """A lone chunk runs each layer as one C call, sequences batched together run the kernels op by op over their
+    joined rows: both must give the same bits (ragged chunks, layer ranges and contexts)."""
+    runner, vocab = packed_runner, packed_runner.config.vocab_size
+    gen = torch.Generator().manual_seed(11)
+    contexts = [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in (CONTEXT, CONTEXT + 9, CONTEXT + 3)]
+    chunks = [torch.randint(0, vocab, (q,), generator=gen).tolist() for q in (1, 4, 2)]
+    ranges = [(0, runner.n_layers), (0, runner.n_layers // 2), (1, runner.n_layers)]
+    alone = []
+    for context, chunk, (start, end) in zip(contexts, chunks, ranges):
+        cache = _context_cache(runner, context)
+        hidden = runner.embed(chunk) if start == 0 else runner.run_layers(runner.embed(chunk), cache, 0, start)
+        alone.append((hidden, runner.run_layers(hidden, cache, start, end), cache))
+    calls = []
+    for context, (hidden, _, _), (start, end) in zip(contexts, alone, ranges):
+        cache = _context_cache(runner, context)
+        if start:
+            runner.run_layers(hidden, cache, 0, start)  # the same keys/values below the range as alone
+        calls.append(LayerCall(hidden, cache, start, end))
+    for (_, expected, cache), call, out in zip(alone, calls, runner.run_layers_batch(calls)):
+        assert torch.equal(out, expected)
+        assert torch.equal(call.cache.k, cache.k) and torch.equal(call.cache.v, cache.v)
+    assert all(torch.equal(a, b) for a, b in zip(runner.logits_batch([c[1] for c in alone]),
+                                                  [runner.logits(c[1]) for c in alone]))

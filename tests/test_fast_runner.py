@@ -8,7 +8,8 @@ import torch
 from torch._dynamo.utils import counters
 
 from harness.core.backends.cuda_graphs import CapturedStack, eager_capture
-from harness.core.backends.packed_bf16 import PackedBF16Stack, PackedLayer, PackedLinear
+from harness.core.backends.fixed_buffer import PackedLayer
+from harness.core.backends.packed_bf16 import PackedBF16Stack, PackedLinear
 from harness.core.kv_cache import LayeredKVCache
 from harness.core.backends.static_stack import SCRATCH_SLOTS, StaticStack, packed_weights
 from harness.core.backends.static_step import PACKED_OPS, fill_chunk_inputs, new_chunk_inputs, visibility_mask
@@ -40,7 +41,7 @@ def test_explicit_positions_and_a_tree_mask_are_filled_in_place():
 
 
 def _uncompiled_stack(runner) -> StaticStack:
-    return StaticStack(runner, [packed_weights(PackedLayer(layer)) for layer in runner.layers], PACKED_OPS,
+    return StaticStack(runner, [packed_weights(PackedLayer(layer, PackedLinear)) for layer in runner.layers], PACKED_OPS,
                        lambda kind, bucket: kind, runner.eager_layers, "test")
 
 

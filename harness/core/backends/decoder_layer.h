@@ -1,7 +1,8 @@
 /* The decoder layer both native kernels run, written once over the including file's element type (bf16 bits in
-   native_linear.c, float in native_f32.c). The includer defines ELEMENT, LAYER (the function's name), NORM and
-   ATTEND (its rms_norm and attention kernels), linear_t with run_linear, add_into (x += y, rounded as the element
-   rounds) and rotate (rotate-half rotary embedding of one head in place). */
+   native_linear.c, float in native_f32.c). The includer defines ELEMENT, LAYER (the function's name), NORM (its
+   RMSNorm), ATTEND (its attention, a loop shared out among a team's threads), linear_t with run_linear (a linear,
+   likewise shared out), add_into (x += y, rounded as the element rounds) and rotate (rotate-half rotary embedding
+   of one head in place). */
 
 typedef struct {
   linear_t qkv, o, gate, up, down;
@@ -21,26 +22,35 @@ void LAYER(const layer_t* L, ELEMENT* x, int64_t rows, int attention, int mlp, c
   int64_t qkv_width = L->qkv.out_features, inter = L->gate.out_features;
   ELEMENT *h = work, *sum = h + rows * d, *qkv = sum + rows * d, *attended = qkv + rows * qkv_width;
   ELEMENT *gate = attended + rows * heads * dim, *up = gate + rows * inter;
-  if (attention) {
-    NORM(x, L->input_norm, h, rows, d, L->input_eps);
-    run_linear(&L->qkv, h, 0, qkv, rows, 0);
-    for (int64_t r = 0; r < rows; ++r) {
-      ELEMENT* row = qkv + r * qkv_width;
-      for (int64_t head = 0; head < heads + kv_heads; ++head) rotate(row + head * dim, cos + r * dim, sin + r * dim, dim);
-      for (int64_t g = 0; g < kv_heads; ++g) {
-        memcpy(keys + (g * slots + past + r) * dim, row + (heads + g) * dim, dim * sizeof(ELEMENT));
-        memcpy(values + (g * slots + past + r) * dim, row + (heads + kv_heads + g) * dim, dim * sizeof(ELEMENT));
+#pragma omp parallel
+  {  /* one team for the whole layer: the kernels' loops are shared out (`omp for`), the row-wise steps run once */
+    if (attention) {
+#pragma omp single
+      NORM(x, L->input_norm, h, rows, d, L->input_eps);
+      run_linear(&L->qkv, h, 0, qkv, rows, 0);
+#pragma omp single
+      for (int64_t r = 0; r < rows; ++r) {
+        ELEMENT* row = qkv + r * qkv_width;
+        for (int64_t head = 0; head < heads + kv_heads; ++head)
+          rotate(row + head * dim, cos + r * dim, sin + r * dim, dim);
+        for (int64_t g = 0; g < kv_heads; ++g) {
+          memcpy(keys + (g * slots + past + r) * dim, row + (heads + g) * dim, dim * sizeof(ELEMENT));
+          memcpy(values + (g * slots + past + r) * dim, row + (heads + kv_heads + g) * dim, dim * sizeof(ELEMENT));
+        }
       }
+      ATTEND(qkv, qkv_width, keys, values, mask, attended, rows, heads, kv_heads, dim, slots, scaling);
+      run_linear(&L->o, attended, 0, sum, rows, 0);
+#pragma omp single
+      add_into(x, sum, rows * d);
     }
-    ATTEND(qkv, qkv_width, keys, values, mask, attended, rows, heads, kv_heads, dim, slots, scaling);
-    run_linear(&L->o, attended, 0, sum, rows, 0);
-    add_into(x, sum, rows * d);
-  }
-  if (mlp) {
-    NORM(x, L->post_norm, h, rows, d, L->post_eps);
-    run_linear(&L->gate, h, 0, gate, rows, 1);
-    run_linear(&L->up, h, gate, up, rows, 2);
-    run_linear(&L->down, up, 0, sum, rows, 0);
-    add_into(x, sum, rows * d);
+    if (mlp) {
+#pragma omp single
+      NORM(x, L->post_norm, h, rows, d, L->post_eps);
+      run_linear(&L->gate, h, 0, gate, rows, 1);
+      run_linear(&L->up, h, gate, up, rows, 2);
+      run_linear(&L->down, up, 0, sum, rows, 0);
+#pragma omp single
+      add_into(x, sum, rows * d);
+    }
   }
 }

@@ -6,63 +6,75 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define V 2  /* vectors of 8 outputs per block: 16 outputs */
 #define G 4  /* input rows per pass over a block */
 #define BLOCK (8 * V)
 
+#define KTILE 128  /* k per tile: a block's tile of weights (8 KB) stays in L1 while every group of rows uses it */
+
+/* Rows m0..m0+rows-1 (rows <= G, a constant where inlined) of one block over k in [k0, k1), their accumulators
+   carried in acc (fp32, stored exactly between tiles). */
+static inline __attribute__((always_inline)) void block_rows(const float* x, const float* wb, float* acc, int64_t m0,
+                                                             int rows, int64_t k0, int64_t k1, int64_t K) {
+  __m256 a[G][V];
+  for (int g = 0; g < rows; ++g)
+    for (int v = 0; v < V; ++v) a[g][v] = _mm256_loadu_ps(acc + (m0 + g) * BLOCK + 8 * v);
+  for (int64_t k = k0; k < k1; ++k) {
+    const float* wk = wb + k * BLOCK;
+    _mm_prefetch((const char*)(wk + 16 * BLOCK), _MM_HINT_T0);
+    __m256 w0 = _mm256_loadu_ps(wk), w1 = _mm256_loadu_ps(wk + 8);
+    for (int g = 0; g < rows; ++g) {
+      __m256 xv = _mm256_broadcast_ss(x + (m0 + g) * K + k);
+      a[g][0] = _mm256_fmadd_ps(xv, w0, a[g][0]);
+      a[g][1] = _mm256_fmadd_ps(xv, w1, a[g][1]);
+    }
+  }
+  for (int g = 0; g < rows; ++g)
+    for (int v = 0; v < V; ++v) _mm256_storeu_ps(acc + (m0 + g) * BLOCK + 8 * v, a[g][v]);
+}
+
 /* y[m, n] = epilogue(sum_k x[m, k] w[n, k] + bias[n]); epilogue 0: none; 1: SiLU; 2: times other[m, n].
    w packed by `pack_weight`: block b (outputs 16b..16b+15), then k, then the block's 16 outputs. */
-void linear_f32(const float* x, const float* w, const float* bias, const float* other, float* y, int64_t M, int64_t K,
-                int64_t N, int epilogue) {
+static void linear_f32_team(const float* x, const float* w, const float* bias, const float* other, float* y,
+                            int64_t M, int64_t K, int64_t N, int epilogue) {
   int64_t blocks = (N + BLOCK - 1) / BLOCK;
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < blocks; ++b) {
-    const float* wb = w + b * K * BLOCK;
-    for (int64_t m0 = 0; m0 < M; m0 += G) {
-      int64_t rows = M - m0 < G ? M - m0 : G;
-      __m256 acc[G][V];
-      for (int g = 0; g < G; ++g)
-        for (int v = 0; v < V; ++v) acc[g][v] = _mm256_setzero_ps();
-      if (rows == G) {
-        for (int64_t k = 0; k < K; ++k) {
-          const float* wk = wb + k * BLOCK;
-          _mm_prefetch((const char*)(wk + 16 * BLOCK), _MM_HINT_T0);
-          __m256 w0 = _mm256_loadu_ps(wk), w1 = _mm256_loadu_ps(wk + 8);
-          for (int g = 0; g < G; ++g) {
-            __m256 xv = _mm256_broadcast_ss(x + (m0 + g) * K + k);
-            acc[g][0] = _mm256_fmadd_ps(xv, w0, acc[g][0]);
-            acc[g][1] = _mm256_fmadd_ps(xv, w1, acc[g][1]);
-          }
-        }
-      } else {
-        for (int64_t k = 0; k < K; ++k) {
-          const float* wk = wb + k * BLOCK;
-          _mm_prefetch((const char*)(wk + 16 * BLOCK), _MM_HINT_T0);
-          __m256 w0 = _mm256_loadu_ps(wk), w1 = _mm256_loadu_ps(wk + 8);
-          for (int g = 0; g < rows; ++g) {
-            __m256 xv = _mm256_broadcast_ss(x + (m0 + g) * K + k);
-            acc[g][0] = _mm256_fmadd_ps(xv, w0, acc[g][0]);
-            acc[g][1] = _mm256_fmadd_ps(xv, w1, acc[g][1]);
+  {
+    float* acc = (float*)aligned_alloc(32, (size_t)((M + G) * BLOCK * sizeof(float)));
+#pragma omp for schedule(static)
+    for (int64_t b = 0; b < blocks; ++b) {
+      const float* wb = w + b * K * BLOCK;
+      memset(acc, 0, (size_t)(M * BLOCK * sizeof(float)));
+      for (int64_t k0 = 0; k0 < K; k0 += KTILE) {
+        int64_t k1 = K - k0 < KTILE ? K : k0 + KTILE;
+        for (int64_t m0 = 0; m0 < M; m0 += G) {
+          switch (M - m0 < G ? M - m0 : G) {  /* each count inlined with its accumulators in registers */
+            case 1: block_rows(x, wb, acc, m0, 1, k0, k1, K); break;
+            case 2: block_rows(x, wb, acc, m0, 2, k0, k1, K); break;
+            case 3: block_rows(x, wb, acc, m0, 3, k0, k1, K); break;
+            default: block_rows(x, wb, acc, m0, 4, k0, k1, K);
           }
         }
       }
-      for (int64_t g = 0; g < rows; ++g) {
-        float sums[BLOCK];
-        _mm256_storeu_ps(sums, acc[g][0]);
-        _mm256_storeu_ps(sums + 8, acc[g][1]);
-        int64_t m = m0 + g;
+      for (int64_t m = 0; m < M; ++m)
         for (int64_t j = 0; j < BLOCK && b * BLOCK + j < N; ++j) {
           int64_t n = b * BLOCK + j;
-          float s = sums[j] + (bias ? bias[n] : 0.0f);
+          float s = acc[m * BLOCK + j] + (bias ? bias[n] : 0.0f);
           if (epilogue == 1) s = s / (1.0f + expf(-s));
           else if (epilogue == 2) s = s * other[m * N + n];
           y[m * N + n] = s;
         }
-      }
     }
+    free(acc);
   }
+}
+
+void linear_f32(const float* x, const float* w, const float* bias, const float* other, float* y, int64_t M, int64_t K,
+                int64_t N, int epilogue) {
+#pragma omp parallel
+  linear_f32_team(x, w, bias, other, y, M, K, N, epilogue);
 }
 
 /* The dot product of two fp32 vectors of `dim` (a multiple of 8) in 8 lanes, the lanes then summed in a fixed
@@ -78,10 +90,11 @@ static inline float dot(const float* a, const float* b, int64_t dim) {
 /* out[r, h] = softmax_j(scaling · q[r, h]·K[h / group, j] + mask[r, j]) · V[h / group, j] over every slot whose mask
    is finite, in slot order (masked slots skipped, not weighted by zero). q: [rows, heads, dim] with row stride
    q_stride; keys, values: [kv_heads, slots, dim]; mask: [rows, slots]; dim a multiple of 8, at most 256. */
-void attend_f32(const float* q, int64_t q_stride, const float* keys, const float* values, const float* mask,
-                float* out, int64_t rows, int64_t heads, int64_t kv_heads, int64_t dim, int64_t slots, float scaling) {
+static void attend_f32_team(const float* q, int64_t q_stride, const float* keys, const float* values,
+                            const float* mask, float* out, int64_t rows, int64_t heads, int64_t kv_heads, int64_t dim,
+                            int64_t slots, float scaling) {
   int64_t group = heads / kv_heads;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(static)
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t h = 0; h < heads; ++h) {
       const float* qh = q + r * q_stride + h * dim;
@@ -111,6 +124,13 @@ void attend_f32(const float* q, int64_t q_stride, const float* keys, const float
     }
 }
 
+void attend_f32(const float* q, int64_t q_stride, const float* keys, const float* values, const float* mask,
+                float* out, int64_t rows, int64_t heads, int64_t kv_heads, int64_t dim, int64_t slots,
+                float scaling) {
+#pragma omp parallel
+  attend_f32_team(q, q_stride, keys, values, mask, out, rows, heads, kv_heads, dim, slots, scaling);
+}
+
 /* y[m] = x[m] / sqrt(mean(x[m]²) + eps) · weight, the squares summed in order. */
 void rms_norm_f32(const float* x, const float* weight, float* y, int64_t M, int64_t K, float eps) {
   for (int64_t m = 0; m < M; ++m) {
@@ -129,7 +149,7 @@ typedef struct {
 } linear_t;
 
 static void run_linear(const linear_t* l, const float* x, const float* other, float* y, int64_t M, int epilogue) {
-  linear_f32(x, l->w, l->bias, other, y, M, l->in_features, l->out_features, epilogue);
+  linear_f32_team(x, l->w, l->bias, other, y, M, l->in_features, l->out_features, epilogue);
 }
 
 /* Rotate-half rotary embedding of one head in place: x · cos + rotate_half(x) · sin. */
@@ -147,5 +167,5 @@ static void add_into(float* x, const float* y, int64_t n) {
 #define ELEMENT float
 #define LAYER layer_f32
 #define NORM rms_norm_f32
-#define ATTEND attend_f32
+#define ATTEND attend_f32_team
 #include "decoder_layer.h"

@@ -7,8 +7,8 @@ decoder layer is one C call (`native_f32.c`, compiled into the cache like `nativ
 weight, rotary, the cache write, attention over the cache's whole buffer with masked slots skipped, the output
 projection, and the MLP with SiLU and the product fused into its linears. Every output accumulates in its own fp32
 lane over k in order, so a row's bits never depend on the other rows: chunks are exact, as on the packed bf16 path.
-Chunks of more than `NATIVE_ROWS` rows (prefills: compute-bound, where the eager runner's GEMMs win) and layers
-with q/k norms run on the eager runner.
+Several sequences' chunks share each layer's linears (`FixedBufferStack`), with the bits each gets alone. Linears
+over more than `NATIVE_ROWS` rows (prefills: compute-bound, where torch's GEMMs win) run on the model's own weights.
 """
 from __future__ import annotations
 
@@ -18,13 +18,15 @@ from pathlib import Path
 
 import torch
 
-from harness.core.backends.cpu_kernels import compile_library, cpu_flags, kernels_disabled, NATIVE_ROWS
-from harness.core.backends.fixed_buffer import run_fused_layers
-from harness.core.layer_calls import LayerCall
+import torch.nn.functional as F
+
+from harness.core.backends.cpu_kernels import NATIVE_ROWS, compile_library, cpu_flags, kernels_disabled
+from harness.core.backends.fixed_buffer import LAYER_ARGUMENTS, native_attend, native_rms_norm, FixedBufferStack, layer_struct
 
 SOURCE = Path(__file__).with_name("native_f32.c")
 FLAGS = ("-O3", "-fopenmp", "-mavx2", "-mfma", "-ffp-contract=off", "-shared", "-fPIC")
 BLOCK = 16  # outputs per weight block (BLOCK in the C source)
+EPILOGUES = {"none": 0, "swish": 1, "mul": 2}
 
 
 @functools.cache
@@ -39,9 +41,10 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     library = ctypes.CDLL(str(built))
     library.linear_f32.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int]
     library.rms_norm_f32.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_float]
-    library.layer_f32.argtypes = ([ctypes.c_void_p] * 2 + [ctypes.c_int64] + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 4
-                                  + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p])
-    for function in (library.linear_f32, library.rms_norm_f32, library.layer_f32):
+    library.attend_f32.argtypes = ([ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 5
+                                   + [ctypes.c_float])
+    library.layer_f32.argtypes = LAYER_ARGUMENTS
+    for function in (library.linear_f32, library.attend_f32, library.rms_norm_f32, library.layer_f32):
         function.restype = None
     return library, ""
 
@@ -76,17 +79,13 @@ class _Linear(ctypes.Structure):
                 ("out_features", ctypes.c_int64)]
 
 
-class _Layer(ctypes.Structure):
-    _fields_ = ([(name, _Linear) for name in ("qkv", "o", "gate", "up", "down")]
-                + [("input_norm", ctypes.c_void_p), ("post_norm", ctypes.c_void_p), ("input_eps", ctypes.c_float),
-                   ("post_eps", ctypes.c_float), ("heads", ctypes.c_int64), ("kv_heads", ctypes.c_int64),
-                   ("head_dim", ctypes.c_int64)])
-
-
 class F32Linear:
-    """One fp32 weight (several linears side by side along the output) packed for `linear_f32`."""
+    """One fp32 weight (several linears side by side along the output) packed for `linear_f32`, with the fused
+    epilogues of the bf16 kernels: `__call__` (x Wᵀ + b), `silu`, `times` (· other). More than `NATIVE_ROWS` rows
+    run on the linears' own weights with torch's GEMM."""
 
     def __init__(self, *linears: torch.nn.Linear) -> None:
+        self.linears = linears
         weight = torch.cat([lin.weight.detach() for lin in linears]).float()
         self.out_features, self.in_features = weight.shape
         self.weight = pack_weight(weight)
@@ -94,80 +93,56 @@ class F32Linear:
         self.bias = None if all(b is None for b in biases) else torch.cat(
             [b.detach().float() if b is not None else weight.new_zeros(lin.out_features)
              for b, lin in zip(biases, linears)])
-        self.struct = _Linear(self.weight.data_ptr(), None if self.bias is None else self.bias.data_ptr(),
-                              self.in_features, self.out_features)
+
+    def as_struct(self) -> _Linear:
+        """The weight as `layer_f32` reads it (pointers into this object's tensors, which must outlive it)."""
+        bias = None if self.bias is None else self.bias.data_ptr()
+        return _Linear(self.weight.data_ptr(), bias, self.in_features, self.out_features)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, None, "none") if x.shape[0] <= NATIVE_ROWS else self._long(x)
+
+    def silu(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x, None, "swish") if x.shape[0] <= NATIVE_ROWS else F.silu(self._long(x))
+
+    def times(self, x: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        return self._run(x, other.contiguous(), "mul") if x.shape[0] <= NATIVE_ROWS else self._long(x) * other
+
+    def _long(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([F.linear(x, lin.weight, lin.bias) for lin in self.linears], dim=-1)
+
+    def _run(self, x: torch.Tensor, other: torch.Tensor | None, epilogue: str) -> torch.Tensor:
         x = x.contiguous()
         y = x.new_empty(x.shape[0], self.out_features)
-        library().linear_f32(x.data_ptr(), self.weight.data_ptr(), self.struct.bias, None, y.data_ptr(), x.shape[0],
-                             self.in_features, self.out_features, 0)
+        library().linear_f32(x.data_ptr(), self.weight.data_ptr(), None if self.bias is None else self.bias.data_ptr(),
+                             None if other is None else other.data_ptr(), y.data_ptr(), x.shape[0], self.in_features,
+                             self.out_features, EPILOGUES[epilogue])
         return y
 
 
-def _norm(norm: torch.nn.Module) -> tuple[torch.Tensor, float]:
-    return norm.weight.detach().float().contiguous(), float(getattr(norm, "variance_epsilon",
-                                                                    getattr(norm, "eps", 1e-6)))
+def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+           scaling: float) -> torch.Tensor:
+    """`native_linear.attend` in fp32."""
+    return native_attend(library().attend_f32, q, keys, values, mask, scaling)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    x = x.contiguous()
-    y = torch.empty_like(x)
-    library().rms_norm_f32(x.data_ptr(), weight.data_ptr(), y.data_ptr(), x.shape[0], x.shape[1], eps)
-    return y
+    """RMSNorm of fp32 rows with its weight."""
+    return native_rms_norm(library().rms_norm_f32, x, weight, eps)
 
 
-class F32Layer:
-    """A decoder layer as one `layer_f32` call."""
+class NativeF32Stack(FixedBufferStack):
+    """The fixed-buffer stack on the fp32 kernels (see the module doc)."""
 
-    def __init__(self, layer: torch.nn.Module, heads: int, kv_heads: int, head_dim: int) -> None:
-        attn, mlp = layer.self_attn, layer.mlp
-        self.linears = [F32Linear(attn.q_proj, attn.k_proj, attn.v_proj), F32Linear(attn.o_proj),
-                        F32Linear(mlp.gate_proj), F32Linear(mlp.up_proj), F32Linear(mlp.down_proj)]
-        (self.input_norm, input_eps), (self.post_norm, post_eps) = (_norm(layer.input_layernorm),
-                                                                    _norm(layer.post_attention_layernorm))
-        self.struct = _Layer(*(lin.struct for lin in self.linears), self.input_norm.data_ptr(),
-                             self.post_norm.data_ptr(), input_eps, post_eps, heads, kv_heads, head_dim)
-        qkv, o, gate = self.linears[:3]
-        self.width = 2 * o.out_features + qkv.out_features + heads * head_dim + 2 * gate.out_features
-
-    def __call__(self, x: torch.Tensor, attention: bool, mlp: bool, cos: torch.Tensor | None, sin: torch.Tensor | None,
-                 keys: torch.Tensor, values: torch.Tensor, past: int, mask: torch.Tensor | None, scaling: float,
-                 work: torch.Tensor) -> None:
-        """x [rows, d] (contiguous fp32) through the layer in place (see `native_linear.NativeLayer`)."""
-        pointer = (lambda t: None if t is None else t.data_ptr())
-        library().layer_f32(ctypes.byref(self.struct), x.data_ptr(), x.shape[0], int(attention), int(mlp),
-                            pointer(cos), pointer(sin), keys.data_ptr(), values.data_ptr(), keys.shape[1], past,
-                            pointer(mask), scaling, work.data_ptr())
-
-
-class NativeF32Stack:
-    """`run_layers` and `logits` on the fp32 kernels (see the module doc); the same interface as `PackedBF16Stack`."""
+    kernel_path = "cpu-f32-native (AVX2-FMA C kernels, a call per layer, fixed-buffer attention; batch-invariant)"
 
     def __init__(self, runner) -> None:
-        self.runner = runner
-        fusable = not hasattr(runner.layers[0].self_attn, "q_norm")
-        self.fused = [F32Layer(layer, runner.n_heads, runner.n_kv_heads, runner.head_dim)
-                      for layer in runner.layers] if fusable else None
-        self.final_norm = _norm(runner.norm)
-        self.lm_head = F32Linear(runner.lm_head)
-        self.scaling = runner.scaling
+        super().__init__(runner, F32Linear, native=True, shadow=False,
+                         fused=(layer_struct(_Linear), library().layer_f32))
 
-    kernel_path = "cpu-f32-native (AVX2-FMA C kernels, one call per layer, fixed-buffer attention; batch-invariant)"
+    def _norm(self, x: torch.Tensor, norm: tuple[torch.Tensor, float]) -> torch.Tensor:
+        return rms_norm(x, *norm)
 
-    def run_batch(self, calls: list[LayerCall]) -> list[torch.Tensor]:
-        """Each call in turn (its bits are those it gets alone)."""
-        return [self._run(call) for call in calls]
-
-    def _run(self, call: LayerCall) -> torch.Tensor:
-        if self.fused is None or call.rows > NATIVE_ROWS:
-            return self.runner._eager_batch([call])[0]
-        return run_fused_layers(self.runner, self.fused, call, self.scaling)
-
-    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        if hidden.shape[1] > NATIVE_ROWS:
-            return self.runner.lm_head(self.runner.norm(hidden))[0].float()
-        return self.lm_head(rms_norm(hidden[0], *self.final_norm))
-
-    def logits_batch(self, hiddens: list[torch.Tensor]) -> list[torch.Tensor]:
-        return [self.logits(h) for h in hiddens]
+    def _attend_native(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                       mask: torch.Tensor) -> torch.Tensor:
+        return attend(q, keys, values, mask, self.scaling)

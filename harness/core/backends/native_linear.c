@@ -47,10 +47,10 @@ static inline __m512bh pair(const uint16_t* row, int64_t k, int64_t K) {
 /* w packed by `pack_weight`: block b (outputs 64b..64b+63), k-pair p: 64 lanes of (w[n, 2p], w[n, 2p + 1]), so a
    block streams from memory in order and every output accumulates in its own lane over k in order. */
 /* epilogue 0: none; 1: SiLU; 2: times other[m, n] (bf16). */
-void linear_bf16(const uint16_t* x, const uint16_t* w, const float* bias, const uint16_t* other, uint16_t* y,
-                 int64_t M, int64_t K, int64_t N, int epilogue) {
+static void linear_bf16_team(const uint16_t* x, const uint16_t* w, const float* bias, const uint16_t* other,
+                             uint16_t* y, int64_t M, int64_t K, int64_t N, int epilogue) {
   int64_t pairs = (K + 1) / 2, blocks = (N + BLOCK - 1) / BLOCK;
-#pragma omp parallel for schedule(static)
+#pragma omp for schedule(static)
   for (int64_t b = 0; b < blocks; ++b) {
     const uint16_t* wb = w + b * pairs * 2 * BLOCK;
     for (int64_t m0 = 0; m0 < M; m0 += G) {
@@ -83,6 +83,12 @@ void linear_bf16(const uint16_t* x, const uint16_t* w, const float* bias, const 
   }
 }
 
+void linear_bf16(const uint16_t* x, const uint16_t* w, const float* bias, const uint16_t* other, uint16_t* y,
+                 int64_t M, int64_t K, int64_t N, int epilogue) {
+#pragma omp parallel
+  linear_bf16_team(x, w, bias, other, y, M, K, N, epilogue);
+}
+
 #if defined(__AMX_BF16__)
 typedef struct {
   uint8_t palette, start_row, reserved[14];
@@ -97,10 +103,9 @@ int amx_init(void) { return syscall(SYS_arch_prctl, 0x1023, 18) == 0; }
    vectors are four B tiles (16 k-pairs each, rows 256 bytes apart), the rows of x one A tile, C tiles in fp32.
    Rows never mix in a tile product, so a row's bits are the same at any M. The weights stream two k-tiles ahead
    by software prefetch (the strided tile loads alone ran at a third of the read bandwidth). */
-void linear_bf16_amx(const uint16_t* x, const uint16_t* w, const float* bias, const uint16_t* other, uint16_t* y,
-                     int64_t M, int64_t K, int64_t N, int epilogue) {
+static void linear_bf16_amx_team(const uint16_t* x, const uint16_t* w, const float* bias, const uint16_t* other,
+                                 uint16_t* y, int64_t M, int64_t K, int64_t N, int epilogue) {
   int64_t pairs = K / 2, blocks = (N + BLOCK - 1) / BLOCK, tiles = K / 32;
-#pragma omp parallel
   {
     tile_config cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -134,17 +139,23 @@ void linear_bf16_amx(const uint16_t* x, const uint16_t* w, const float* bias, co
     _tile_release();
   }
 }
+
+void linear_bf16_amx(const uint16_t* x, const uint16_t* w, const float* bias, const uint16_t* other, uint16_t* y,
+                     int64_t M, int64_t K, int64_t N, int epilogue) {
+#pragma omp parallel
+  linear_bf16_amx_team(x, w, bias, other, y, M, K, N, epilogue);
+}
 #endif
 
 /* out[r, h] = softmax_j(scaling · q[r, h]·K[h / group, j] + mask[r, j]) · V[h / group, j], in bf16: every slot whose
    mask is finite, in slot order, the scores and weights in fp32 (the dot products pairwise through dpbf16). Masked
    slots are skipped, not weighted by zero, so a row's bits depend only on its query, its mask row and the slots it
    sees. q: [rows, heads, dim] with row stride q_stride; keys, values: [kv_heads, slots, dim]; mask: [rows, slots]. */
-void attend_bf16(const uint16_t* q, int64_t q_stride, const uint16_t* keys, const uint16_t* values, const float* mask,
-                 uint16_t* out, int64_t rows, int64_t heads, int64_t kv_heads, int64_t dim, int64_t slots,
-                 float scaling) {
+static void attend_bf16_team(const uint16_t* q, int64_t q_stride, const uint16_t* keys, const uint16_t* values,
+                             const float* mask, uint16_t* out, int64_t rows, int64_t heads, int64_t kv_heads,
+                             int64_t dim, int64_t slots, float scaling) {
   int64_t group = heads / kv_heads, vectors = (dim + 15) / 16;
-#pragma omp parallel for collapse(2) schedule(static)
+#pragma omp for collapse(2) schedule(static)
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t h = 0; h < heads; ++h) {
       const uint16_t* qh = q + r * q_stride + h * dim;
@@ -186,6 +197,13 @@ void attend_bf16(const uint16_t* q, int64_t q_stride, const uint16_t* keys, cons
     }
 }
 
+void attend_bf16(const uint16_t* q, int64_t q_stride, const uint16_t* keys, const uint16_t* values, const float* mask,
+                 uint16_t* out, int64_t rows, int64_t heads, int64_t kv_heads, int64_t dim, int64_t slots,
+                 float scaling) {
+#pragma omp parallel
+  attend_bf16_team(q, q_stride, keys, values, mask, out, rows, heads, kv_heads, dim, slots, scaling);
+}
+
 /* y[m] = bf16(rms_norm(x[m]) · weight), in fp32: x[m] / sqrt(mean(x[m]²) + eps), the squares summed in order. */
 void rms_norm_bf16(const uint16_t* x, const float* weight, uint16_t* y, int64_t M, int64_t K, float eps) {
   for (int64_t m = 0; m < M; ++m) {
@@ -211,12 +229,12 @@ static void run_linear(const linear_t* l, const uint16_t* x, const uint16_t* oth
 #if defined(__AMX_BF16__)
   if (l->amx) {
     for (int64_t m = 0; m < M; m += 16)  /* rows never mix, so splitting them changes no bits */
-      linear_bf16_amx(x + m * K, l->w, l->bias, other ? other + m * N : 0, y + m * N, M - m < 16 ? M - m : 16, K, N,
-                      epilogue);
+      linear_bf16_amx_team(x + m * K, l->w, l->bias, other ? other + m * N : 0, y + m * N,
+                           M - m < 16 ? M - m : 16, K, N, epilogue);
     return;
   }
 #endif
-  linear_bf16(x, l->w, l->bias, other, y, M, K, N, epilogue);
+  linear_bf16_team(x, l->w, l->bias, other, y, M, K, N, epilogue);
 }
 
 /* bf16(a + b), as torch adds two bf16 tensors (in fp32, rounded once). */
@@ -241,5 +259,5 @@ static void rotate(uint16_t* head, const uint16_t* cos, const uint16_t* sin, int
 #define ELEMENT uint16_t
 #define LAYER layer_bf16
 #define NORM rms_norm_bf16
-#define ATTEND attend_bf16
+#define ATTEND attend_bf16_team
 #include "decoder_layer.h"

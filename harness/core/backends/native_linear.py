@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from harness.core.backends.cpu_kernels import NATIVE_ROWS, compile_library, cpu_flags, kernels_disabled
+from harness.core.backends.fixed_buffer import LAYER_ARGUMENTS, native_attend, native_rms_norm, layer_struct
 
 SOURCE = Path(__file__).with_name("native_linear.c")
 FLAGS = ("-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma", "-shared", "-fPIC")
@@ -47,14 +48,18 @@ def _load() -> tuple[ctypes.CDLL | None, str, bool]:
     library.attend_bf16.restype = None
     library.rms_norm_bf16.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_float]
     library.rms_norm_bf16.restype = None
-    library.layer_bf16.argtypes = ([ctypes.c_void_p] * 2 + [ctypes.c_int64] + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 4
-                                   + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p])
+    library.layer_bf16.argtypes = LAYER_ARGUMENTS
     library.layer_bf16.restype = None
     amx = hasattr(library, "linear_bf16_amx") and library.amx_init() == 1
     if amx:
         library.linear_bf16_amx.argtypes = library.linear_bf16.argtypes
         library.linear_bf16_amx.restype = None
     return library, "", amx
+
+
+def layer_function() -> tuple[type[ctypes.Structure], object]:
+    """The C layer (`decoder_layer.h`) for `FusedLayer`: its struct and function."""
+    return layer_struct(_Linear), library().layer_bf16
 
 
 def library() -> ctypes.CDLL | None:
@@ -132,55 +137,14 @@ def attend(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torc
            scaling: float) -> torch.Tensor:
     """Softmax attention of q [rows, heads, dim] (rows contiguous inside) over a cache layer's whole buffer
     (keys, values [kv_heads, slots, dim]), slots masked -inf in `mask` [rows, slots] skipped: [rows, heads · dim]."""
-    rows, heads, dim = q.shape
-    assert q.stride(2) == 1 and q.stride(1) == dim and keys.is_contiguous() and values.is_contiguous()
-    mask = mask.contiguous()
-    out = q.new_empty(rows, heads * dim)
-    library().attend_bf16(q.data_ptr(), q.stride(0), keys.data_ptr(), values.data_ptr(), mask.data_ptr(),
-                          out.data_ptr(), rows, heads, keys.shape[0], dim, keys.shape[1], scaling)
-    return out
+    return native_attend(library().attend_bf16, q, keys, values, mask, scaling)
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm of bf16 rows in fp32 with its fp32 weight, rounded once to bf16."""
-    x = x.contiguous()
-    y = torch.empty_like(x)
-    library().rms_norm_bf16(x.data_ptr(), weight.data_ptr(), y.data_ptr(), x.shape[0], x.shape[1], eps)
-    return y
+    return native_rms_norm(library().rms_norm_bf16, x, weight, eps)
 
 
 class _Linear(ctypes.Structure):
     _fields_ = [("w", ctypes.c_void_p), ("bias", ctypes.c_void_p), ("in_features", ctypes.c_int64),
                 ("out_features", ctypes.c_int64), ("amx", ctypes.c_int)]
-
-
-class _Layer(ctypes.Structure):
-    _fields_ = ([(name, _Linear) for name in ("qkv", "o", "gate", "up", "down")]
-                + [("input_norm", ctypes.c_void_p), ("post_norm", ctypes.c_void_p), ("input_eps", ctypes.c_float),
-                   ("post_eps", ctypes.c_float), ("heads", ctypes.c_int64), ("kv_heads", ctypes.c_int64),
-                   ("head_dim", ctypes.c_int64)])
-
-
-class NativeLayer:
-    """A decoder layer whose NativeLinears and norms run as one C call (`layer_bf16`), op for op the arithmetic of
-    the packed path's separate calls, so the same bits without a Python step between the ops."""
-
-    def __init__(self, layer, heads: int, kv_heads: int, head_dim: int) -> None:
-        """`layer`: a `PackedLayer` built with NativeLinear (and no q/k norms)."""
-        self.layer = layer  # keeps the tensors the struct points into alive
-        (input_norm, input_eps), (post_norm, post_eps) = layer.input_norm, layer.post_norm
-        self.struct = _Layer(layer.qkv.as_struct(), layer.o.as_struct(), layer.gate.as_struct(), layer.up.as_struct(),
-                             layer.down.as_struct(), input_norm.data_ptr(), post_norm.data_ptr(), input_eps, post_eps,
-                             heads, kv_heads, head_dim)
-        self.width = (2 * layer.o.out_features + layer.qkv.out_features + heads * head_dim
-                      + 2 * layer.gate.out_features)  # scratch elements per row
-
-    def __call__(self, x: torch.Tensor, attention: bool, mlp: bool, cos: torch.Tensor | None, sin: torch.Tensor | None,
-                 keys: torch.Tensor, values: torch.Tensor, past: int, mask: torch.Tensor | None, scaling: float,
-                 work: torch.Tensor) -> None:
-        """x [rows, d] (contiguous bf16) through the layer in place; the chunk's keys/values land at slots `past`..
-        of keys, values [kv_heads, slots, dim] (when `attention`); cos, sin [rows, dim]; mask [rows, slots]."""
-        pointer = (lambda t: None if t is None else t.data_ptr())
-        library().layer_bf16(ctypes.byref(self.struct), x.data_ptr(), x.shape[0], int(attention), int(mlp),
-                             pointer(cos), pointer(sin), keys.data_ptr(), values.data_ptr(), keys.shape[1], past,
-                             pointer(mask), scaling, work.data_ptr())

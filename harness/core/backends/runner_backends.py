@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from harness.core.backends.compiled_cpu import CPU_BUCKETS, compile_step
 from harness.core.backends.cuda_graphs import CapturedStack, cuda_capture, eager_capture
-from harness.core.backends.packed_bf16 import PackedBF16Stack, PackedLinear, PackedLayer
+from harness.core.backends.fixed_buffer import PackedLayer
+from harness.core.backends.packed_bf16 import PackedBF16Stack, PackedLinear
 from harness.core.backends.static_stack import StaticStack, packed_weights, plain_weights, static_step_applies
 from harness.core.backends.static_step import PACKED_OPS, PLAIN_OPS
 
@@ -41,7 +42,7 @@ def fast_backend(runner) -> StaticStack | None:
         return None
     packed = runner._packed
     if isinstance(packed, PackedBF16Stack):  # the compiled graphs call oneDNN's prepacked linears
-        layers = packed.layers if packed.linear is PackedLinear else [PackedLayer(layer) for layer in runner.layers]
+        layers = packed.layers if packed.linear is PackedLinear else [PackedLayer(layer, PackedLinear) for layer in runner.layers]
         return StaticStack(runner, [packed_weights(layer) for layer in layers], PACKED_OPS, compile_step,
                            runner.eager_layers, "cpu-bf16-packed-compiled (inductor-fused static step around oneDNN "
                            "prepacked weights, fixed-buffer attention; batch-invariant)", CPU_BUCKETS)

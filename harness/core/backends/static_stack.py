@@ -54,7 +54,7 @@ def plain_weights(layer: torch.nn.Module) -> LayerWeights:
 
 
 def packed_weights(layer) -> LayerWeights:
-    """A `packed_bf16.PackedLayer`'s prepacked weights for `PACKED_OPS`."""
+    """A `fixed_buffer.PackedLayer`'s prepacked weights for `PACKED_OPS`."""
     return LayerWeights(*((lin.weight, lin.bias) for lin in (layer.qkv, layer.o, layer.gate, layer.up, layer.down)),
                         layer.input_norm[0], layer.post_norm[0])
 
