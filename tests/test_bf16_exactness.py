@@ -161,10 +161,10 @@ def test_sequences_sharing_a_pass_get_the_bits_each_gets_alone(packed_runner):
         hidden = runner.embed(chunk) if start == 0 else runner.run_layers(runner.embed(chunk), cache, 0, start)
         alone.append((hidden, runner.run_layers(hidden, cache, start, end), cache))
     calls = []
-    for context, (hidden, _, _), (start, end) in zip(contexts, alone, ranges):
+    for context, chunk, (hidden, _, _), (start, end) in zip(contexts, chunks, alone, ranges):
         cache = _context_cache(runner, context)
         if start:
-            runner.run_layers(hidden, cache, 0, start)  # the same keys/values below the range as alone
+            runner.run_layers(runner.embed(chunk), cache, 0, start)  # the same keys/values below the range as alone
         calls.append(LayerCall(hidden, cache, start, end))
     for (_, expected, cache), call, out in zip(alone, calls, runner.run_layers_batch(calls)):
         assert torch.equal(out, expected)
