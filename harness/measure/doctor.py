@@ -76,9 +76,9 @@ def cpu() -> Check:
     what = (f"CPU {info['name']} ({info['architecture']}), {info['logical_cores']} logical / "
             f"{info['physical_cores']} physical cores, torch uses {info['torch_threads']} threads "
             f"({info['torch_cpu_capability']}); bf16 instructions: {', '.join(bf16) or 'none'}; --dtype auto runs "
-            + (f"bfloat16 on the packed path ({packed_linears()}; batch-invariant, exact chunks)"
-               if packed_path_applies(torch.device("cpu"), torch.bfloat16) else f"float32 ({float32_kernels()})")
-            + f"; --dtype float32 runs {float32_kernels()}"
+            + (f"bfloat16 on the packed path ({packed_linears()}; batch-invariant, exact chunks); --dtype float32 runs "
+               f"{float32_kernels()}" if packed_path_applies(torch.device("cpu"), torch.bfloat16)
+               else f"float32 ({float32_kernels()})")
             + "; --runner fast compiles its static step (inductor)")
     if not info["flags_known"]:
         return Check(WARN, what, "the CPU flags could not be read (/proc/cpuinfo, lscpu): bf16 support unknown")
