@@ -91,8 +91,18 @@ def write_batch_sweep(folder: Path, runs: list[Run]) -> tuple[Path, list[str]]:
     (folder / BATCH_PLOT_FILE).write_bytes(batch_plot(curve))
     lines = []
     for (task, decoder), size in crossovers(curve).items():
-        sizes = ", ".join(f"{b}: {s:.2f}x" for b, s in curve[(curve["task"] == task) & (curve["decoder"] == decoder)]
-                          [["batch_size", "speedup"]].itertuples(index=False, name=None) if not math.isnan(s))
-        where = "pays at every batch size measured" if size is None else f"below 1x from batch {size}"
-        lines.append(f"{decoder} on {task}: {where} ({sizes})")
+        points = [(b, s) for b, s in curve[(curve["task"] == task) & (curve["decoder"] == decoder)]
+                  [["batch_size", "speedup"]].itertuples(index=False, name=None) if not math.isnan(s)]
+        sizes = ", ".join(f"{b}: {s:.2f}x" for b, s in points)
+        lines.append(f"{decoder} on {task}: {crossover_words(size, points)} ({sizes})")
     return folder / BATCH_SWEEP_FILE, lines
+
+
+def crossover_words(size: int | None, points: list[tuple[int, float]]) -> str:
+    """What a decoder's crossover (`crossovers`) says, given its (batch size, speed-up) points."""
+    if size is not None:
+        return f"below 1x from batch {size}"
+    below = [str(b) for b, s in points if s < 1]
+    if not below:
+        return "pays at every batch size measured"
+    return f"no crossover: below 1x at batch {', '.join(below)}, above it at the largest size measured"

@@ -8,7 +8,7 @@ import pytest
 
 from harness.core.errors import HarnessError
 from harness.run.meta import write_meta
-from reports.batch_sweep import crossovers
+from reports.batch_sweep import crossover_words, crossovers
 from reports.batches import batch_summary
 from reports.verdict import bootstrap_interval
 from test_bench_cli import one_line_error, run_cli
@@ -77,6 +77,10 @@ def test_the_crossover_is_where_the_speed_up_stays_below_one():
     curve = pd.DataFrame({"task": "t", "decoder": ["a"] * 4 + ["b"] * 4, "batch_size": [1, 2, 4, 8] * 2,
                           "speedup": [1.5, 0.9, 1.1, 0.8, 1.4, 1.2, 1.1, 1.0]})
     assert crossovers(curve) == {("t", "a"): 8, ("t", "b"): None}
+    assert crossover_words(8, [(4, 1.2), (8, 0.9)]) == "below 1x from batch 8"
+    assert crossover_words(None, [(1, 1.5), (8, 1.1)]) == "pays at every batch size measured"
+    assert crossover_words(None, [(1, 0.35), (2, 0.7), (8, 1.01)]) == ("no crossover: below 1x at batch 1, 2, above it "
+                                                                      "at the largest size measured")
 
 
 def test_a_batch_sweep_writes_the_curve_with_every_decoder_at_every_size(tmp_path):
