@@ -20,6 +20,7 @@ from typing import NoReturn
 from pathlib import Path
 
 
+from harness.core.backends.runner_backends import RUNNERS
 from harness.core.embedded import ModelNotInstalled
 from harness.core.errors import HarnessError, MissingHeads, SettingError
 from harness.core.sampling import Sampling
@@ -52,10 +53,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N samples of each task")
     p.add_argument("--max-new-tokens", type=int, default=None, help="override each task's generation budget")
     add_model_arguments(p)
-    p.add_argument("--runner", default=os.environ.get("FASTDECODE_RUNNER", "eager"), choices=["eager", "fast"],
-                   help="eager (default; FASTDECODE_RUNNER changes it): the runner's eager or packed kernels; fast: "
-                   "the static step compiled (CPU) or captured in CUDA graphs (GPU) beneath the runner, not yet "
-                   "measured faster (README); meta.json's kernel_path names it")
+    p.add_argument("--runner", default=os.environ.get("FASTDECODE_RUNNER", "fast"), choices=RUNNERS,
+                   help="fast (default; FASTDECODE_RUNNER changes it): the fastest arithmetic measured correct here "
+                   "(on a CPU the native kernels, a C call per layer); eager: the model's own modules, as the papers "
+                   "measured; compiled: the static step compiled by inductor (CPU); captured: the static step in CUDA "
+                   "graphs (GPU); meta.json's runner and kernel_path name it")
     p.add_argument("--train-rows", type=int, default=None,
                    help="leading rows of each task reserved for training heads, never scored (default: the task's)")
     p.add_argument("--out", default=None, help="run folder (default: runs/<timestamp>); an existing one is resumed")
@@ -177,6 +179,9 @@ def check_counts(args: argparse.Namespace) -> None:
     if getattr(args, "data", None) and not Path(args.data).expanduser().exists():
         raise HarnessError(f"--data {args.data} does not exist; pass a data folder (e.g. --data ../shared/data) or a "
                            f"JSON-lines file, or leave --data out")
+    if args.runner not in RUNNERS:  # argparse checks a given --runner, not the default FASTDECODE_RUNNER gave
+        raise HarnessError(f"FASTDECODE_RUNNER={args.runner} names no runner; set it to one of {', '.join(RUNNERS)} "
+                           "or unset it")
     if args.limit == 0:
         raise HarnessError("--limit 0 scores no sample; pass --limit 1 or more (leave it out for every sample)")
     if args.max_new_tokens is not None and args.max_new_tokens < 1:
@@ -341,8 +346,8 @@ def report(argv: list[str]) -> int:
     p.add_argument("--sweep-runs", nargs="+", default=(), metavar="RUN_DIR",
                    help="more run folders made with other decoder settings (e.g. gamma), for trade-off curves")
     p.add_argument("--model-runs", nargs="+", default=(), metavar="RUN_DIR",
-                   help="runs of other models (e.g. --model qwen2.5-coder-0.5b): the model ladder, each decoder's "
-                        "speed-up and statistics on every model side by side")
+                   help="runs of other models (e.g. --model qwen2.5-coder-0.5b) or runners (--runner eager): the "
+                        "model ladder, each decoder's speed-up and statistics on every model and runner side by side")
     args = p.parse_args(argv)
     from reports.render import write_report
 

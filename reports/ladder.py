@@ -56,10 +56,15 @@ def _speedup(r: pd.Series) -> str:
     return f"{r['speed-up']:.3f}{interval}" if r["speed-up"] == r["speed-up"] else ""
 
 
-def model_label(run: Run, taken: set[str]) -> str:
-    """The run's model (`meta.json`), with the run folder's name when another run has the same model."""
-    label = str(run.meta.get("model") or run.path.name)
-    return f"{label} ({run.path.name})" if label in taken else label
+def run_labels(runs: list[Run]) -> list[str]:
+    """Each run's model (`meta.json`), with its runner where the runs ran on more than one (`--runner eager` beside
+    `fast`: each decoder's speed-up under both), and the run folder's name where two would still read the same."""
+    runner = [str(run.meta.get("runner") or "fast") for run in runs]  # older runs ran what is now `fast`
+    labels: list[str] = []
+    for run, kind in zip(runs, runner):
+        label = str(run.meta.get("model") or run.path.name) + (f", --runner {kind}" if len(set(runner)) > 1 else "")
+        labels.append(f"{label} ({run.path.name})" if label in labels else label)
+    return labels
 
 
 def model_ladder(runs: list[Run]) -> pd.DataFrame:
@@ -67,10 +72,8 @@ def model_ladder(runs: list[Run]) -> pd.DataFrame:
     (95 % CI), tok/s, parity exact / near-tie / mismatch, quality and the method's statistic (exit trace or
     acceptance by depth); empty cells where a run lacks that task or decoder."""
     columns: dict[tuple[str, str], dict[tuple[str, str], str]] = {}  # (statistic, model) -> cells
-    taken: list[str] = []
-    for run in runs:
-        model = model_label(run, set(taken))
-        taken.append(model)
+    taken = run_labels(runs)
+    for run, model in zip(runs, taken):
         table = verdict(run.rows)
         for key, r in table.iterrows():
             group = run.rows[(run.rows["task"] == key[0]) & (run.rows["decoder"] == key[1])]

@@ -5,7 +5,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("FASTDECODE_RUNNER", "eager")  # runs in tests stay eager; tests/test_fast_runner.py compiles
+os.environ.setdefault("FASTDECODE_RUNNER", "fast")  # runs in tests compile nothing; tests/test_fast_runner.py does
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -52,11 +52,11 @@ def runner_bf16():
 
 
 @pytest.fixture(scope="session")
-def runner_bf16_fast(runner_bf16):
-    """The same model on the fast runner: the static step compiled beneath the packed bf16 path."""
+def runner_bf16_compiled(runner_bf16):
+    """The same model on the compiled runner: the static step compiled by inductor around the packed bf16 weights."""
     from harness.core.model_runner import ModelRunner
 
-    return ModelRunner(runner_bf16.model, runner_bf16.tokenizer, runner_bf16.name, runner="fast")
+    return ModelRunner(runner_bf16.model, runner_bf16.tokenizer, runner_bf16.name, runner="compiled")
 
 
 @pytest.fixture(scope="session")

@@ -27,17 +27,17 @@ CONTEXT = 40
 
 
 @pytest.fixture(params=["runner_bf16", "qwen_bf16", "runner_f32_native",
-                        pytest.param("runner_bf16_fast", marks=pytest.mark.slow)])
+                        pytest.param("runner_bf16_compiled", marks=pytest.mark.slow)])
 def packed_runner(request):
     """The embedded SmolLM2 (Llama) and the random Qwen2 (q/k/v biases, 7:1 grouped heads), both on the packed path,
-    SmolLM2 on the native fp32 kernels, and on the compiled runner (`--runner fast`; slow: it compiles every
+    SmolLM2 on the native fp32 kernels, and on the compiled runner (`--runner compiled`; slow: it compiles every
     bucket)."""
     return request.getfixturevalue(request.param)
 
 
-@pytest.fixture(params=["runner_bf16", "runner_f32_native", pytest.param("runner_bf16_fast", marks=pytest.mark.slow)])
+@pytest.fixture(params=["runner_bf16", "runner_f32_native", pytest.param("runner_bf16_compiled", marks=pytest.mark.slow)])
 def exact_runner(request):
-    """The packed bf16 runner, eager and compiled (`--runner fast`; slow: it compiles every bucket), and the native
+    """The packed bf16 runner, native and compiled (`--runner compiled`; slow: it compiles every bucket), and the native
     fp32 runner."""
     return request.getfixturevalue(request.param)
 

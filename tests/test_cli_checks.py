@@ -41,6 +41,14 @@ def test_sweep_grid_keys_are_checked_too():
     one_line_error(out, "layerskip@speculatio=2 has no setting 'speculatio'")
 
 
+def test_an_unknown_runner_is_refused_from_the_flag_and_from_the_environment():
+    out = run_cli("--runner", "turbo", *NO_MODEL)
+    assert out.returncode == 2 and "invalid choice: 'turbo'" in out.stderr and "compiled" in out.stderr
+    out = subprocess.run([sys.executable, "run.py", *NO_MODEL], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                         env={**ENV, "FASTDECODE_RUNNER": "turbo"})
+    one_line_error(out, "FASTDECODE_RUNNER=turbo names no runner", "eager, fast, compiled, captured")
+
+
 def test_zero_new_tokens_is_refused():
     one_line_error(run_cli("--max-new-tokens", "0"), "--max-new-tokens must be 1 or more")
 

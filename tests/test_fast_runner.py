@@ -1,4 +1,4 @@
-"""The fast runner: the static step (padded buckets, device-side geometry) and its compiled form on the CPU.
+"""The static step (padded buckets, device-side geometry) and its compiled form on the CPU.
 
 The static step's logic is checked uncompiled (cheap, exact against the packed path); one test compiles it
 (`fullgraph=True`) and checks exact chunks and that nothing recompiles; a slow one runs every decoder on it.
@@ -76,10 +76,10 @@ def _chunk_and_singles(runner, prompt, tokens, cache_len):
 
 
 @torch.inference_mode()
-def test_the_compiled_step_compiles_fullgraph_and_gives_exact_chunks_without_recompiling(runner_bf16_fast):
+def test_the_compiled_step_compiles_fullgraph_and_gives_exact_chunks_without_recompiling(runner_bf16_compiled):
     """A prompt of 20 runs as blocks of 16 and 4; 3 tokens as a bucket of 4 and as 3 buckets of 2 (one row and a
     padded one). Then another prompt and buffer length must reuse the same graphs."""
-    runner, tokens = runner_bf16_fast, [21, 22, 23]
+    runner, tokens = runner_bf16_compiled, [21, 22, 23]
     logits, keys = _chunk_and_singles(runner, CONTEXT[:20], tokens, 80)
     assert torch.equal(*logits) and torch.equal(*keys)
     graphs = counters["stats"]["unique_graphs"]
@@ -94,8 +94,8 @@ def test_the_compiled_step_compiles_fullgraph_and_gives_exact_chunks_without_rec
 
 @pytest.mark.slow
 @torch.inference_mode()
-def test_every_decoder_runs_on_the_compiled_step_and_a_second_pass_compiles_nothing(runner_bf16_fast, shared_data):
-    runner = runner_bf16_fast
+def test_every_decoder_runs_on_the_compiled_step_and_a_second_pass_compiles_nothing(runner_bf16_compiled, shared_data):
+    runner = runner_bf16_compiled
     prompts = real_prompts(runner, shared_data, 2)
     builders = _decoders(runner)
     for _ in range(2):
@@ -134,3 +134,16 @@ def test_captured_ranges_replay_the_static_steps_bits_copy_out_and_stay_bounded(
         for _ in range(2):
             captured.run_layers(runner.embed([7]), caches[1], start, 30, None, None, frozenset(), frozenset())
     assert len(captured.graphs) == 2 and [key[2] for key in captured.graphs] == [25, 28]
+
+
+def test_each_runner_kind_names_its_arithmetic_and_a_draft_keeps_eager_or_runs_the_fast_one():
+    from harness.core.random_models import TINY_QWEN2, random_runner
+
+    kinds = {kind: random_runner(TINY_QWEN2, name="tiny-qwen2", runner=kind) for kind in ("eager", "fast", "compiled")}
+    assert kinds["eager"].kernel_path.startswith("cpu-eager") and not kinds["eager"].exact_chunks
+    assert "compiled" in kinds["compiled"].kernel_path and "compiled" not in kinds["fast"].kernel_path
+    assert kinds["fast"].exact_chunks == (kinds["fast"]._packed is not None)  # native kernels where they apply
+    drafts = {kind: runner.companion(runner.model, "draft") for kind, runner in kinds.items()}
+    assert {kind: d.runner_kind for kind, d in drafts.items()} == {"eager": "eager", "fast": "fast", "compiled": "fast"}
+    with pytest.raises(ValueError, match="unknown runner 'turbo'; use one of eager, fast, compiled, captured"):
+        random_runner(TINY_QWEN2, runner="turbo")

@@ -14,6 +14,10 @@ ROUNDS = [1, 2, 4, 3]  # tokens per round, the bonus included: 2.5 per step; dep
 
 
 def model_run(folder: Path, model: str, speedup: float, n: int = 3) -> Path:
+    return write_run(folder, model_rows(speedup, n), {"model": model, "dtype": "bfloat16"})
+
+
+def model_rows(speedup: float, n: int = 3) -> list[dict]:
     rows = []
     for i in range(n):
         vanilla_s = 1.0 + 0.1 * i
@@ -22,7 +26,7 @@ def model_run(folder: Path, model: str, speedup: float, n: int = 3) -> Path:
                                stats={"exit_layers": EXITS}, parity_class="exact"))
         rows.append(result_row("medusa", "humaneval", i, 40, vanilla_s / (speedup + 0.5), quality={"pass@1": 1.0},
                                stats={"acceptance_lengths": ROUNDS}, parity_class="near_tie", match=False))
-    return write_run(folder, rows, {"model": model, "dtype": "bfloat16"})
+    return rows
 
 
 def test_each_method_statistic_is_read_from_its_rows(tmp_path):
@@ -53,6 +57,14 @@ def test_a_run_without_a_decoder_leaves_its_cells_empty_and_same_models_are_told
                                       {"model": "smollm2"}))
     ladder = model_ladder([full, vanilla_only])
     assert ladder.loc[("humaneval", "adadecode"), "speed-up (95 % CI): smollm2 (b)"] == ""
+
+
+def test_runs_on_two_runners_are_labelled_by_runner(tmp_path):
+    fast = load_run(write_run(tmp_path / "a", model_rows(1.5), {"model": "smollm2"}))  # older runs: no runner
+    eager = load_run(write_run(tmp_path / "b", model_rows(1.1), {"model": "smollm2", "runner": "eager"}))
+    ladder = model_ladder([fast, eager])
+    assert ladder.loc[("humaneval", "adadecode"), "speed-up (95 % CI): smollm2, --runner fast"].startswith("1.500")
+    assert ladder.loc[("humaneval", "adadecode"), "speed-up (95 % CI): smollm2, --runner eager"].startswith("1.100")
 
 
 def test_report_with_model_runs_writes_the_ladder(tmp_path):

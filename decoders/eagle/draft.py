@@ -65,7 +65,7 @@ class FeatureDraft(torch.nn.Module):
             head.weight = torch.nn.Parameter(target.lm_head.weight.detach()[self.vocab].clone(), requires_grad=False)
             self._index = torch.full((int(self.vocab.max()) + 1,), -100, dtype=torch.long, device=target.device)
             self._index[self.vocab] = torch.arange(len(self.vocab), device=target.device)
-        self.runner = ModelRunner(_OneLayerShell(target, self.layer, head), target.tokenizer, f"{target.name} draft")
+        self.runner = target.companion(_OneLayerShell(target, self.layer, head), f"{target.name} draft")
 
     def top_tokens(self, features: torch.Tensor, k: int) -> tuple[list[list[float]], list[list[int]]]:
         """Predicted features [q, d] → each row's `k` likeliest tokens over the draft's vocabulary: their

@@ -123,9 +123,10 @@ def check_sliding_window(config: Any, model: str, max_context: int | None) -> No
 
 
 def load_runner(model: str = EMBEDDED_MODEL, dtype: str = "auto", device: str = "auto",
-                max_context: int | Callable[[Any], int] | None = None, runner: str = "eager") -> ModelRunner:
+                max_context: int | Callable[[Any], int] | None = None, runner: str = "fast") -> ModelRunner:
     """`max_context`: the most positions a sequence will reach, or a function of the tokenizer that says so (only
-    called for a sliding-window model); see the module's docstring. `runner`: eager or fast (`ModelRunner`)."""
+    called for a sliding-window model); see the module's docstring. `runner`: eager, fast, compiled or captured
+    (`ModelRunner`)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     torch_device = resolve_device(device)

@@ -38,10 +38,12 @@ def store_linears_column_major(model: torch.nn.Module) -> None:
 
 
 class ModelRunner:
-    def __init__(self, model: torch.nn.Module, tokenizer, name: str = "", runner: str = "eager") -> None:
-        """`runner`: `eager` (the packed bf16 path where it applies, else the model's modules), `fast` (the
-        static step compiled or captured beneath them, where this device has one) or `captured` (CUDA graphs,
-        replayed eagerly off a GPU); see `runner_backends.py`."""
+    def __init__(self, model: torch.nn.Module, tokenizer, name: str = "", runner: str = "fast") -> None:
+        """`runner`: `eager` (the model's own modules), `fast` (the fastest arithmetic measured correct here: the
+        native CPU kernels where they apply), `compiled` (the static step compiled by inductor on a CPU) or
+        `captured` (CUDA graphs, replayed eagerly off a GPU); see `runner_backends.py`."""
+        if runner not in RUNNERS:
+            raise ValueError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.name = name
@@ -61,13 +63,16 @@ class ModelRunner:
         self.dtype = next(model.parameters()).dtype
         self._cos = self._sin = None
         self._rotary_lock = threading.Lock()
+        self.runner_kind = runner
         if self.device.type == "cpu" and not packed_path_applies(self.device, self.dtype):
             store_linears_column_major(model)  # for the eager modules, which also run prefills beside native fp32
         self._packed = self._native_stack()
-        if runner not in RUNNERS:
-            raise ValueError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
-        self.runner_kind = runner
         self._static = backend(self, runner)
+
+    def companion(self, model: torch.nn.Module, name: str) -> "ModelRunner":
+        """A runner for a small model that works beside this one (a draft), on the same arithmetic: `eager` stays
+        eager, every other kind runs the `fast` one (static steps are built for the main model only)."""
+        return ModelRunner(model, self.tokenizer, name, "eager" if self.runner_kind == "eager" else "fast")
 
     def repack(self) -> None:
         """Rebuilds the packed weights after the model's weights changed (a loaded or trained draft): the packed path
@@ -80,7 +85,9 @@ class ModelRunner:
 
     def _native_stack(self) -> PackedBF16Stack | NativeF32Stack | None:
         """The batch-invariant CPU path for this dtype, where it runs: packed bf16, native fp32, else None (the
-        model's own modules)."""
+        model's own modules, which the eager runner always runs)."""
+        if self.runner_kind == "eager":
+            return None
         if packed_path_applies(self.device, self.dtype):
             return PackedBF16Stack(self)
         return NativeF32Stack(self) if native_f32_applies(self) else None

@@ -87,9 +87,9 @@ class NumberTokenizer:
 
 
 def random_runner(config: dict[str, Any], dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
-                  seed: int = 0, name: str = "random", runner: str = "eager") -> ModelRunner:
+                  seed: int = 0, name: str = "random", runner: str = "fast") -> ModelRunner:
     """A model of `config`'s architecture and shape with random weights and biases (seeded), built directly on
-    `device` in `dtype`, on the given runner (eager, fast or captured)."""
+    `device` in `dtype`, on the given runner (`ModelRunner`: eager, fast, compiled or captured)."""
     import transformers
 
     settings = dict(config)

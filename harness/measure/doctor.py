@@ -79,7 +79,8 @@ def cpu() -> Check:
             + (f"bfloat16 on the packed path ({packed_linears()}; batch-invariant, exact chunks); --dtype float32 runs "
                f"{float32_kernels()}" if packed_path_applies(torch.device("cpu"), torch.bfloat16)
                else f"float32 ({float32_kernels()})")
-            + "; --runner fast compiles its static step (inductor)")
+            + "; these are --runner fast, the default (--runner eager: the model's own modules; --runner compiled: "
+              "the static step compiled by inductor)")
     if not info["flags_known"]:
         return Check(WARN, what, "the CPU flags could not be read (/proc/cpuinfo, lscpu): bf16 support unknown")
     if not bf16:

@@ -25,7 +25,7 @@ from harness.measure.device_info import describe_device
 from harness.run.meta_file import META_FILE, read_meta
 
 BATCH_DEFAULTS = {"batch_size": 1, "refill": False}
-FIXED_KEYS = ("model", "dtype", "device", "max_new_tokens", "sampling", "batch_size", "refill")
+FIXED_KEYS = ("model", "dtype", "device", "runner", "max_new_tokens", "sampling", "batch_size", "refill")
 GREEDY = {"greedy": True}
 
 
@@ -47,14 +47,18 @@ def git_commit() -> str | None:
 def environment(runner: ModelRunner) -> dict[str, Any]:
     info = describe_device(runner.device)
     return {"model": runner.name, "dtype": str(runner.dtype).removeprefix("torch."), "device": runner.device.type,
-            "device_name": info["name"], "device_info": info, "kernel_path": runner.kernel_path,
-            "exact_chunks": runner.exact_chunks, "bandwidth": bandwidth_floor(runner), "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version(), "git_commit": git_commit()}
+            "device_name": info["name"], "device_info": info, "runner": runner.runner_kind,
+            "kernel_path": runner.kernel_path, "exact_chunks": runner.exact_chunks, "bandwidth": bandwidth_floor(runner),
+            "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
+            "git_commit": git_commit()}
 
 
 def _fixed(key: str, value: Any) -> Any:
     """The value a rerun must match (folders written before the device kind was recorded hold `cuda:0`; folders
-    written before sampling existed are greedy, those written before batches existed ran one sequence at a time)."""
+    written before sampling existed are greedy, those written before batches existed ran one sequence at a time,
+    those written before the runner was recorded ran what is now `fast`)."""
+    if key == "runner":
+        return value or "fast"
     if key == "sampling":
         return value or GREEDY
     if key in BATCH_DEFAULTS:

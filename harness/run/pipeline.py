@@ -43,7 +43,7 @@ class RunOptions:
     model: str = "smollm2"
     dtype: str = "auto"
     device: str = "auto"
-    runner: str = "eager"
+    runner: str = "fast"
     data: str | None = None
     train_rows: int | None = None
     out: str | None = None

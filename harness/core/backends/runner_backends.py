@@ -1,10 +1,17 @@
 """Which arithmetic runs beneath `ModelRunner.run_layers`, chosen once when the runner is built.
 
-`eager`: the packed bf16 path on CPUs with bf16 hardware (`packed_bf16.py`), the model's own modules elsewhere.
-`fast`: the static step (`static_step.py`, `static_stack.py`) beneath it, compiled on a CPU (`compiled_cpu.py`,
-on the packed weights where they apply, else on the model's), captured in CUDA graphs on a GPU (`cuda_graphs.py`);
-for layers the static step does not cover (q/k norms), `fast` is the eager runner. Decoders never learn which
-one runs.
+- `eager`: the model's own modules and `scaled_dot_product_attention`, on every device: the regime the papers
+  measured their baselines in.
+- `fast` (the default): the fastest arithmetic measured correct on the device. On a CPU, the native kernels, a C
+  call per decoder layer (`packed_bf16.py` in bf16 on CPUs with bf16 hardware, `native_f32.py` in float32), where
+  they apply, else the model's modules; on a GPU, the model's modules until the captured step has been measured
+  there (no GPU has been lent to this project yet).
+- `compiled`: the static step (`static_step.py`, `static_stack.py`) compiled by inductor on a CPU
+  (`compiled_cpu.py`, on the packed weights where they apply, else on the model's).
+- `captured`: the static step in CUDA graphs on a GPU (`cuda_graphs.py`; off a GPU, replayed eagerly).
+
+For layers the static step does not cover (q/k norms), `compiled` and `captured` run the `fast` arithmetic.
+Decoders never learn which one runs.
 """
 from __future__ import annotations
 
@@ -15,7 +22,7 @@ from harness.core.backends.packed_bf16 import PackedBF16Stack, PackedLinear
 from harness.core.backends.static_stack import StaticStack, packed_weights, plain_weights, static_step_applies
 from harness.core.backends.static_step import PACKED_OPS, PLAIN_OPS
 
-RUNNERS = ("eager", "fast", "captured")  # captured: the CUDA-graph backend on any device (off a GPU, a stand-in)
+RUNNERS = ("eager", "fast", "compiled", "captured")
 
 
 def captured_backend(runner) -> CapturedStack:
@@ -28,18 +35,16 @@ def captured_backend(runner) -> CapturedStack:
 
 
 def backend(runner, kind: str) -> StaticStack | None:
-    """The backend `kind` names for this runner (None: the eager runner's own arithmetic)."""
-    if kind == "eager" or not static_step_applies(runner):
+    """The static-step backend `kind` names for this runner (None: the runner's own arithmetic, `eager` or `fast`)."""
+    if kind in ("eager", "fast") or not static_step_applies(runner):
         return None
     if kind == "captured" or runner.device.type == "cuda":
         return captured_backend(runner)
-    return fast_backend(runner)
+    return compiled_backend(runner)
 
 
-def fast_backend(runner) -> StaticStack | None:
-    """The fast backend on a CPU, or None where the eager runner is the fastest there is."""
-    if runner.device.type != "cpu":
-        return None
+def compiled_backend(runner) -> StaticStack:
+    """The static step compiled by inductor on a CPU, around oneDNN's prepacked bf16 weights where they apply."""
     packed = runner._packed
     if isinstance(packed, PackedBF16Stack):  # the compiled graphs call oneDNN's prepacked linears
         layers = packed.layers if packed.linear is PackedLinear else [PackedLayer(layer, PackedLinear) for layer in runner.layers]
