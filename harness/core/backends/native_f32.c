@@ -77,9 +77,12 @@ void linear_f32(const float* x, const float* w, const float* bias, const float* 
   linear_f32_team(x, w, bias, other, y, M, K, N, epilogue);
 }
 
-/* The dot product of two fp32 vectors of `dim` (a multiple of 8) in 8 lanes, the lanes then summed in a fixed
-   order. */
-static inline float dot(const float* a, const float* b, int64_t dim) {
+static inline float to_float(float x) { return x; }
+static inline float from_float(float x) { return x; }
+
+/* The dot product of a query and a key head of `dim` (a multiple of 8, at most 256) in 8 lanes, the lanes then
+   summed in a fixed order. */
+static inline float score(const float* a, const float* b, int64_t dim) {
   __m256 acc = _mm256_setzero_ps();
   for (int64_t k = 0; k < dim; k += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + k), _mm256_loadu_ps(b + k), acc);
   float lanes[8];
@@ -87,59 +90,20 @@ static inline float dot(const float* a, const float* b, int64_t dim) {
   return ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
 }
 
-/* out[r, h] = softmax_j(scaling · q[r, h]·K[h / group, j] + mask[r, j]) · V[h / group, j] over every slot whose mask
-   is finite, in slot order (masked slots skipped, not weighted by zero). q: [rows, heads, dim] with row stride
-   q_stride; keys, values: [kv_heads, slots, dim]; mask: [rows, slots]; dim a multiple of 8, at most 256. */
-static void attend_f32_team(const float* q, int64_t q_stride, const float* keys, const float* values,
-                            const float* mask, float* out, int64_t rows, int64_t heads, int64_t kv_heads, int64_t dim,
-                            int64_t slots, float scaling) {
-  int64_t group = heads / kv_heads;
-#pragma omp for collapse(2) schedule(static)
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t h = 0; h < heads; ++h) {
-      const float* qh = q + r * q_stride + h * dim;
-      const float* kh = keys + (h / group) * slots * dim;
-      const float* vh = values + (h / group) * slots * dim;
-      const float* mr = mask + r * slots;
-      float scores[slots];
-      float top = -INFINITY;
-      for (int64_t j = 0; j < slots; ++j) {
-        if (mr[j] == -INFINITY) continue;
-        scores[j] = dot(qh, kh + j * dim, dim) * scaling + mr[j];
-        if (scores[j] > top) top = scores[j];
-      }
-      __m256 o[32];
-      for (int64_t v = 0; v < dim / 8; ++v) o[v] = _mm256_setzero_ps();
-      float total = 0.0f;
-      for (int64_t j = 0; j < slots; ++j) {
-        if (mr[j] == -INFINITY) continue;
-        float p = expf(scores[j] - top);
-        total += p;
-        __m256 pv = _mm256_set1_ps(p);
-        for (int64_t v = 0; v < dim / 8; ++v) o[v] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vh + j * dim + 8 * v), o[v]);
-      }
-      float* oh = out + (r * heads + h) * dim;
-      __m256 scale = _mm256_set1_ps(total);
-      for (int64_t v = 0; v < dim / 8; ++v) _mm256_storeu_ps(oh + 8 * v, _mm256_div_ps(o[v], scale));
-    }
+typedef struct { __m256 v[32]; } head_acc_t;
+
+static inline void acc_zero(head_acc_t* o, int64_t dim) {
+  for (int64_t v = 0; v < dim / 8; ++v) o->v[v] = _mm256_setzero_ps();
 }
 
-void attend_f32(const float* q, int64_t q_stride, const float* keys, const float* values, const float* mask,
-                float* out, int64_t rows, int64_t heads, int64_t kv_heads, int64_t dim, int64_t slots,
-                float scaling) {
-#pragma omp parallel
-  attend_f32_team(q, q_stride, keys, values, mask, out, rows, heads, kv_heads, dim, slots, scaling);
+static inline void acc_add(head_acc_t* o, float p, const float* row, int64_t dim) {
+  __m256 pv = _mm256_set1_ps(p);
+  for (int64_t v = 0; v < dim / 8; ++v) o->v[v] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(row + 8 * v), o->v[v]);
 }
 
-/* y[m] = x[m] / sqrt(mean(x[m]²) + eps) · weight, the squares summed in order. */
-void rms_norm_f32(const float* x, const float* weight, float* y, int64_t M, int64_t K, float eps) {
-  for (int64_t m = 0; m < M; ++m) {
-    const float* xm = x + m * K;
-    float total = 0.0f;
-    for (int64_t k = 0; k < K; ++k) total += xm[k] * xm[k];
-    float scale = 1.0f / sqrtf(total / (float)K + eps);
-    for (int64_t k = 0; k < K; ++k) y[m * K + k] = xm[k] * scale * weight[k];
-  }
+static inline void acc_store(const head_acc_t* o, float total, float* out, int64_t dim) {
+  __m256 scale = _mm256_set1_ps(total);
+  for (int64_t v = 0; v < dim / 8; ++v) _mm256_storeu_ps(out + 8 * v, _mm256_div_ps(o->v[v], scale));
 }
 
 typedef struct {
@@ -165,7 +129,5 @@ static void add_into(float* x, const float* y, int64_t n) {
 }
 
 #define ELEMENT float
-#define LAYER layer_f32
-#define NORM rms_norm_f32
-#define ATTEND attend_f32_team
+#define SUFFIX f32
 #include "decoder_layer.h"

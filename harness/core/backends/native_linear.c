@@ -147,72 +147,41 @@ void linear_bf16_amx(const uint16_t* x, const uint16_t* w, const float* bias, co
 }
 #endif
 
-/* out[r, h] = softmax_j(scaling · q[r, h]·K[h / group, j] + mask[r, j]) · V[h / group, j], in bf16: every slot whose
-   mask is finite, in slot order, the scores and weights in fp32 (the dot products pairwise through dpbf16). Masked
-   slots are skipped, not weighted by zero, so a row's bits depend only on its query, its mask row and the slots it
-   sees. q: [rows, heads, dim] with row stride q_stride; keys, values: [kv_heads, slots, dim]; mask: [rows, slots]. */
-static void attend_bf16_team(const uint16_t* q, int64_t q_stride, const uint16_t* keys, const uint16_t* values,
-                             const float* mask, uint16_t* out, int64_t rows, int64_t heads, int64_t kv_heads,
-                             int64_t dim, int64_t slots, float scaling) {
-  int64_t group = heads / kv_heads, vectors = (dim + 15) / 16;
-#pragma omp for collapse(2) schedule(static)
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t h = 0; h < heads; ++h) {
-      const uint16_t* qh = q + r * q_stride + h * dim;
-      const uint16_t* kh = keys + (h / group) * slots * dim;
-      const uint16_t* vh = values + (h / group) * slots * dim;
-      const float* mr = mask + r * slots;
-      float scores[slots];
-      float top = -INFINITY;
-      for (int64_t j = 0; j < slots; ++j) {
-        if (mr[j] == -INFINITY) continue;
-        __m512 acc = _mm512_setzero_ps();
-        for (int64_t k = 0; k < dim; k += 32) {
-          __mmask32 m = dim - k >= 32 ? 0xffffffffu : (((__mmask32)1 << (dim - k)) - 1);
-          acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_maskz_loadu_epi16(m, qh + k),
-                                 (__m512bh)_mm512_maskz_loadu_epi16(m, kh + j * dim + k));
-        }
-        scores[j] = _mm512_reduce_add_ps(acc) * scaling + mr[j];
-        if (scores[j] > top) top = scores[j];
-      }
-      __m512 o[16];
-      for (int64_t v = 0; v < vectors; ++v) o[v] = _mm512_setzero_ps();
-      float total = 0.0f;
-      for (int64_t j = 0; j < slots; ++j) {
-        if (mr[j] == -INFINITY) continue;
-        float p = expf(scores[j] - top);
-        total += p;
-        __m512 pv = _mm512_set1_ps(p);
-        for (int64_t v = 0; v < vectors; ++v) {
-          __mmask16 m = dim - 16 * v >= 16 ? 0xffffu : (((__mmask16)1 << (dim - 16 * v)) - 1);
-          __m256i bits = _mm256_maskz_loadu_epi16(m, vh + j * dim + 16 * v);
-          __m512 vf = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16));
-          o[v] = _mm512_fmadd_ps(pv, vf, o[v]);
-        }
-      }
-      float row[256];
-      for (int64_t v = 0; v < vectors; ++v) _mm512_storeu_ps(row + 16 * v, _mm512_div_ps(o[v], _mm512_set1_ps(total)));
-      uint16_t* oh = out + (r * heads + h) * dim;
-      for (int64_t k = 0; k < dim; ++k) oh[k] = to_bf16(row[k]);
-    }
-}
+static inline float to_float(uint16_t h) { return from_bf16(h); }
+static inline uint16_t from_float(float f) { return to_bf16(f); }
 
-void attend_bf16(const uint16_t* q, int64_t q_stride, const uint16_t* keys, const uint16_t* values, const float* mask,
-                 uint16_t* out, int64_t rows, int64_t heads, int64_t kv_heads, int64_t dim, int64_t slots,
-                 float scaling) {
-#pragma omp parallel
-  attend_bf16_team(q, q_stride, keys, values, mask, out, rows, heads, kv_heads, dim, slots, scaling);
-}
-
-/* y[m] = bf16(rms_norm(x[m]) · weight), in fp32: x[m] / sqrt(mean(x[m]²) + eps), the squares summed in order. */
-void rms_norm_bf16(const uint16_t* x, const float* weight, uint16_t* y, int64_t M, int64_t K, float eps) {
-  for (int64_t m = 0; m < M; ++m) {
-    const uint16_t* xm = x + m * K;
-    float total = 0.0f;
-    for (int64_t k = 0; k < K; ++k) total += from_bf16(xm[k]) * from_bf16(xm[k]);
-    float scale = 1.0f / sqrtf(total / (float)K + eps);
-    for (int64_t k = 0; k < K; ++k) y[m * K + k] = to_bf16(from_bf16(xm[k]) * scale * weight[k]);
+/* The dot product of a query and a key head, pairwise through dpbf16 in 16 fp32 lanes, then reduced. */
+static inline float score(const uint16_t* qh, const uint16_t* kh, int64_t dim) {
+  __m512 acc = _mm512_setzero_ps();
+  for (int64_t k = 0; k < dim; k += 32) {
+    __mmask32 m = dim - k >= 32 ? 0xffffffffu : (((__mmask32)1 << (dim - k)) - 1);
+    acc = _mm512_dpbf16_ps(acc, (__m512bh)_mm512_maskz_loadu_epi16(m, qh + k),
+                           (__m512bh)_mm512_maskz_loadu_epi16(m, kh + k));
   }
+  return _mm512_reduce_add_ps(acc);
+}
+
+typedef struct { __m512 v[16]; } head_acc_t;  /* dim up to 256 */
+
+static inline void acc_zero(head_acc_t* o, int64_t dim) {
+  for (int64_t v = 0; v < (dim + 15) / 16; ++v) o->v[v] = _mm512_setzero_ps();
+}
+
+static inline void acc_add(head_acc_t* o, float p, const uint16_t* row, int64_t dim) {
+  __m512 pv = _mm512_set1_ps(p);
+  for (int64_t v = 0; v < (dim + 15) / 16; ++v) {
+    __mmask16 m = dim - 16 * v >= 16 ? 0xffffu : (((__mmask16)1 << (dim - 16 * v)) - 1);
+    __m256i bits = _mm256_maskz_loadu_epi16(m, row + 16 * v);
+    o->v[v] = _mm512_fmadd_ps(pv, _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(bits), 16)), o->v[v]);
+  }
+}
+
+/* The weighted sum over the weights' total, each element rounded once to bf16. */
+static inline void acc_store(const head_acc_t* o, float total, uint16_t* out, int64_t dim) {
+  float row[256];
+  for (int64_t v = 0; v < (dim + 15) / 16; ++v)
+    _mm512_storeu_ps(row + 16 * v, _mm512_div_ps(o->v[v], _mm512_set1_ps(total)));
+  for (int64_t k = 0; k < dim; ++k) out[k] = to_bf16(row[k]);
 }
 
 /* One packed linear as `layer_bf16` sees it (weights laid out by `pack_weight`). */
@@ -257,7 +226,5 @@ static void rotate(uint16_t* head, const uint16_t* cos, const uint16_t* sin, int
 
 /* The layer as one call, op for op the arithmetic of the packed path's separate calls (so its bits are theirs). */
 #define ELEMENT uint16_t
-#define LAYER layer_bf16
-#define NORM rms_norm_bf16
-#define ATTEND attend_bf16_team
+#define SUFFIX bf16
 #include "decoder_layer.h"
