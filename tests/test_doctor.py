@@ -73,6 +73,8 @@ def test_doctor_says_which_isolation_generated_code_runs_under(monkeypatch):
     monkeypatch.setattr(sandbox, "isolation", sandbox.isolation.__wrapped__)  # uncached: each call tries again
     check = doctor.code_isolation()
     assert ("bubblewrap" in check.what) and check.status in (doctor.OK, doctor.WARN)
+    which = sandbox.shutil.which
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: "/usr/bin/bwrap" if name == "bwrap" else which(name))
     monkeypatch.setattr(sandbox, "bubblewrap_args", lambda bwrap: ["false"])  # bwrap present but failing to start
     check = doctor.code_isolation()
     assert check.status == doctor.WARN and "weaker isolation" in check.what and "failed to start" in check.what

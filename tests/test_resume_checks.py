@@ -66,13 +66,21 @@ def test_one_process_on_cuda_0_and_a_torchrun_launch_share_a_folder(tmp_path):
         write_meta(tmp_path, _meta({}, device="cpu"))
 
 
+def test_a_folder_resumes_on_its_own_runner_only(tmp_path):
+    write_meta(tmp_path, _meta({}))  # a folder written before the runner was recorded ran what is now `fast`
+    write_meta(tmp_path, {**_meta({}), "runner": "fast"})
+    with pytest.raises(HarnessError, match="runner='fast', not 'eager'"):
+        write_meta(tmp_path, {**_meta({}), "runner": "eager"})
+
+
 def test_the_meta_records_the_device_kind_and_its_facts():
     class Runner:
         name, dtype, device = "m", torch.float32, torch.device("cpu")
         kernel_path, exact_chunks, layers, lm_head = "cpu-eager", False, [], torch.nn.Linear(4, 4)
+        runner_kind = "eager"
 
     env = environment(Runner())
-    assert env["device"] == "cpu" and env["device_info"]["type"] == "cpu"
+    assert env["device"] == "cpu" and env["device_info"]["type"] == "cpu" and env["runner"] == "eager"
     assert env["device_name"] == env["device_info"]["name"] != "x86_64"
 
 
