@@ -101,8 +101,8 @@ class ModelRunner:
         """Whether a chunk's rows come out bit-for-bit as one-position forwards would (the packed bf16 and native
         fp32 paths on a CPU).
 
-        Elsewhere (torch's kernels: CUDA, `--runner eager`, `FASTDECODE_NATIVE=0`) they may differ in the last bits, and a
-        decoder's output can then leave vanilla's at a numerical near-tie; parity classification says which."""
+        Elsewhere (torch's kernels: CUDA, `--runner eager`, `FASTDECODE_NATIVE=0`) they may differ in the last bits,
+        and a decoder's output can then leave vanilla's at a numerical near-tie; parity classification says which."""
         return self._packed is not None
 
     @property
