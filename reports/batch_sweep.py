@@ -3,7 +3,9 @@
 A batch sweep (`run.py sweep --grid batch_size=1,2,4,...`) is one run folder per batch size, every decoder beside
 vanilla at that size. At batch 1 a decoder's speed-up is the median of its per-sample ratios, at batch > 1 the
 median of its per-batch throughput ratios (`reports/batches.py`), each with its 95 % bootstrap interval; a
-decoder's crossover is the smallest batch size from which its speed-up stays below 1x.
+decoder's crossover is the smallest batch size from which its speed-up stays below 1x. Where the sweep holds
+batch 1, each point also counts the samples whose tokens are vanilla's at batch 1 (parity per sequence across
+batch sizes; within a run, parity compares each decoder with vanilla at the same batch size).
 """
 from __future__ import annotations
 
@@ -42,7 +44,31 @@ def batch_curve(runs: list[Run]) -> pd.DataFrame:
             records.append({"task": task, "decoder": decoder, "batch_size": 1,
                             "tokens_per_s": column(done, "new_tokens").sum() / column(done, "total_s").sum(),
                             **_speedup(decoder, r.get("speed-up"), r.get("speed-up low"), r.get("speed-up high"))})
-    return pd.DataFrame(records).sort_values(["task", "decoder", "batch_size"], ignore_index=True)
+    curve = pd.DataFrame(records)
+    return curve.merge(same_as_batch_one(runs), on=["task", "decoder", "batch_size"], how="left").sort_values(
+        ["task", "decoder", "batch_size"], ignore_index=True)
+
+
+def same_as_batch_one(runs: list[Run]) -> pd.DataFrame:
+    """Per (task, decoder, batch size): how many finished samples (`samples`) returned exactly the tokens vanilla
+    returned for them at batch 1 (`same_as_batch_1`); empty without a batch-1 run of vanilla."""
+    columns = ["task", "decoder", "batch_size", "same_as_batch_1", "samples"]
+    ones = [run for run in runs if int(run.meta.get("batch_size") or 1) == 1]
+    if not ones:
+        return pd.DataFrame(columns=columns).astype({"batch_size": "int64"})
+    reference = finished(ones[0].rows[ones[0].rows["decoder"] == REFERENCE_DECODER])
+    tokens = {(task, sample): tuple(t) for task, sample, t in
+              zip(reference["task"], reference["sample_id"], reference["tokens"])}
+    records = []
+    for run in runs:
+        done = finished(run.rows)
+        same = [tokens.get((task, sample)) == tuple(t) for task, sample, t in
+                zip(done["task"], done["sample_id"], done["tokens"])]
+        counted = done.assign(same=same).groupby(["task", "decoder"])["same"].agg(["sum", "count"])
+        for (task, decoder), (total_same, count) in counted.iterrows():
+            records.append({"task": task, "decoder": decoder, "batch_size": int(run.meta.get("batch_size") or 1),
+                            "same_as_batch_1": int(total_same), "samples": int(count)})
+    return pd.DataFrame(records, columns=columns).astype({"batch_size": "int64"})
 
 
 def _speedup(decoder: str, median, low, high) -> dict[str, float]:
@@ -95,6 +121,10 @@ def write_batch_sweep(folder: Path, runs: list[Run]) -> tuple[Path, list[str]]:
                   [["batch_size", "speedup"]].itertuples(index=False, name=None) if not math.isnan(s)]
         sizes = ", ".join(f"{b}: {s:.2f}x" for b, s in points)
         lines.append(f"{decoder} on {task}: {crossover_words(size, points)} ({sizes})")
+    for (task, decoder), group in curve.dropna(subset=["same_as_batch_1"]).groupby(["task", "decoder"]):
+        counts = ", ".join(f"{int(r.same_as_batch_1)}/{int(r.samples)} at batch {r.batch_size}"
+                           for r in group.itertuples())
+        lines.append(f"{decoder} on {task}, the tokens vanilla returns at batch 1: {counts}")
     return folder / BATCH_SWEEP_FILE, lines
 
 

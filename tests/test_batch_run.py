@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from harness.core.errors import HarnessError
 from harness.run.meta import write_meta
-from reports.batch_sweep import crossover_words, crossovers
+from reports.batch_sweep import crossover_words, crossovers, same_as_batch_one
 from reports.batches import batch_summary
+from reports.run_files import Run
 from reports.verdict import bootstrap_interval
 from test_bench_cli import one_line_error, run_cli
 
@@ -83,6 +85,22 @@ def test_the_crossover_is_where_the_speed_up_stays_below_one():
                                                                       "at the largest size measured")
 
 
+def _tokens_run(size, tokens_by_decoder):
+    rows = [{"task": "t", "decoder": decoder, "sample_id": f"s{i}", "tokens": tokens, "tokens_per_s": 1.0,
+             "error": None} for decoder, samples in tokens_by_decoder.items() for i, tokens in enumerate(samples)]
+    return Run(path=Path(f"batch_size={size}"), meta={"batch_size": size}, rows=pd.DataFrame(rows))
+
+
+def test_parity_across_batch_sizes_counts_the_samples_whose_tokens_are_vanillas_at_batch_one():
+    one = _tokens_run(1, {"vanilla": [[1, 2], [3, 4]], "pld": [[1, 2], [3, 4]]})
+    four = _tokens_run(4, {"vanilla": [[1, 2], [3, 5]], "pld": [[1, 2], [3, 4, 6]]})
+    counts = same_as_batch_one([one, four]).set_index(["decoder", "batch_size"])
+    assert counts.loc[("vanilla", 1), "same_as_batch_1"] == 2 and counts.loc[("pld", 1), "same_as_batch_1"] == 2
+    assert counts.loc[("vanilla", 4), "same_as_batch_1"] == 1 and counts.loc[("pld", 4), "same_as_batch_1"] == 1
+    assert counts["samples"].eq(2).all()
+    assert same_as_batch_one([four]).empty  # no batch-1 run: nothing to compare with
+
+
 def test_a_batch_sweep_writes_the_curve_with_every_decoder_at_every_size(tmp_path):
     out = run_cli("sweep", "--decoder", "pld", "--grid", "batch_size=1,2", "--limit", "2", *SMALL, "--out",
                   str(tmp_path))
@@ -91,5 +109,7 @@ def test_a_batch_sweep_writes_the_curve_with_every_decoder_at_every_size(tmp_pat
     assert sorted(zip(curve["decoder"], curve["batch_size"])) == [("pld", 1), ("pld", 2), ("vanilla", 1),
                                                                    ("vanilla", 2)]
     assert curve["tokens_per_s"].gt(0).all() and curve.loc[curve["decoder"] == "pld", "speedup"].gt(0).all()
+    assert (curve["same_as_batch_1"] == curve["samples"]).all() and curve["samples"].eq(2).all()
     assert (tmp_path / "batch_sweep.png").stat().st_size > 0
+    assert "pld on humaneval, the tokens vanilla returns at batch 1: 2/2 at batch 1, 2/2 at batch 2" in out.stdout
     assert "pld on humaneval: " in out.stdout and "batch sweep: " in out.stdout
