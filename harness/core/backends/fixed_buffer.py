@@ -109,8 +109,20 @@ def layer_struct(linear: type[ctypes.Structure]) -> type[ctypes.Structure]:
     return Layer
 
 
-LAYER_ARGUMENTS = ([ctypes.c_void_p] * 2 + [ctypes.c_int64] + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 4
-                   + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p])  # `LAYER`'s
+KERNEL_ARGUMENTS = {  # a kernel library's functions (each named `<name>_<element suffix>`) and their C arguments
+    "linear": [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int],
+    "attend": [ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 5 + [ctypes.c_float],
+    "rms_norm": [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_float],
+    "layer": ([ctypes.c_void_p] * 2 + [ctypes.c_int64] + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 4
+              + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p]),
+}
+
+
+def declare_kernels(library: ctypes.CDLL, suffix: str) -> None:
+    """Gives ctypes the arguments of `library`'s linear, attention, RMSNorm and layer functions (`decoder_layer.h`)."""
+    for name, arguments in KERNEL_ARGUMENTS.items():
+        function = getattr(library, f"{name}_{suffix}")
+        function.argtypes, function.restype = arguments, None
 
 
 class FusedLayer:

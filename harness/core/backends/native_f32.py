@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.core.backends.cpu_kernels import NATIVE_ROWS, compile_library, cpu_flags, kernels_disabled
-from harness.core.backends.fixed_buffer import LAYER_ARGUMENTS, native_attend, native_rms_norm, FixedBufferStack, layer_struct
+from harness.core.backends.fixed_buffer import (FixedBufferStack, declare_kernels, layer_struct, native_attend,
+                                                 native_rms_norm)
 
 SOURCE = Path(__file__).with_name("native_f32.c")
 FLAGS = ("-O3", "-fopenmp", "-mavx2", "-mfma", "-ffp-contract=off", "-shared", "-fPIC")
@@ -39,13 +40,7 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
     if not isinstance(built, Path):
         return None, built
     library = ctypes.CDLL(str(built))
-    library.linear_f32.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int]
-    library.rms_norm_f32.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_float]
-    library.attend_f32.argtypes = ([ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 5
-                                   + [ctypes.c_float])
-    library.layer_f32.argtypes = LAYER_ARGUMENTS
-    for function in (library.linear_f32, library.attend_f32, library.rms_norm_f32, library.layer_f32):
-        function.restype = None
+    declare_kernels(library, "f32")
     return library, ""
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from harness.core.backends.cpu_kernels import NATIVE_ROWS, compile_library, cpu_flags, kernels_disabled
-from harness.core.backends.fixed_buffer import LAYER_ARGUMENTS, native_attend, native_rms_norm, layer_struct
+from harness.core.backends.fixed_buffer import declare_kernels, layer_struct, native_attend, native_rms_norm
 
 SOURCE = Path(__file__).with_name("native_linear.c")
 FLAGS = ("-O3", "-fopenmp", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512bf16", "-mfma", "-shared", "-fPIC")
@@ -41,15 +41,7 @@ def _load() -> tuple[ctypes.CDLL | None, str, bool]:
     if not isinstance(built, Path):
         return None, built, False
     library = ctypes.CDLL(str(built))
-    library.linear_bf16.argtypes = [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int]
-    library.linear_bf16.restype = None
-    library.attend_bf16.argtypes = ([ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 5
-                                    + [ctypes.c_float])
-    library.attend_bf16.restype = None
-    library.rms_norm_bf16.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_float]
-    library.rms_norm_bf16.restype = None
-    library.layer_bf16.argtypes = LAYER_ARGUMENTS
-    library.layer_bf16.restype = None
+    declare_kernels(library, "bf16")
     amx = hasattr(library, "linear_bf16_amx") and library.amx_init() == 1
     if amx:
         library.linear_bf16_amx.argtypes = library.linear_bf16.argtypes
