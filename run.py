@@ -162,7 +162,7 @@ def bench(argv: list[str]) -> int:
     if args.list:
         list_plugins()
         return 0
-    check_counts(args)
+    check_arguments(args)
     decoder_names = DECODERS.parse_list(args.decoders)
     code, out = run_decoders(args, decoder_names, parse_settings(args.set, decoder_names), {})
     if code in (0, 1) and out is not None and not args.no_report:  # 1: a decoder failed every sample
@@ -172,7 +172,8 @@ def bench(argv: list[str]) -> int:
     return code
 
 
-def check_counts(args: argparse.Namespace) -> None:
+def check_arguments(args: argparse.Namespace) -> None:
+    """The checks a run's arguments need before anything loads: counts, the data path, the runner."""
     for flag in ("limit", "warmup", "train_rows", "distribution_draws"):
         if getattr(args, flag) is not None and getattr(args, flag) < 0:
             raise HarnessError(f"--{flag.replace('_', '-')} must be 0 or more, got {getattr(args, flag)}")
@@ -230,7 +231,7 @@ def sweep(argv: list[str]) -> int:
     from reports.render import write_report
     from reports.sweeps import write_sweep_csv
 
-    check_counts(args)
+    check_arguments(args)
     for name in args.decoder.split(","):
         DECODERS.get(name)
     if args.recommend and not DECODERS.get(args.decoder).trains_heads:
