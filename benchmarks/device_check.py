@@ -114,6 +114,14 @@ RUNNERS = ("eager", "captured")
 @torch.inference_mode()
 def cost_structure(model: str, device: torch.device, plan: dict, kind: str) -> list[dict[str, Any]]:
     runner = random_runner(CONFIGS[model], torch.bfloat16, device, name=model, runner=kind)
+    rows = chunk_costs(runner, model, device, plan, kind)
+    del runner  # the model's memory goes back before the next one is built
+    free(device)
+    return rows
+
+
+def chunk_costs(runner, model: str, device: torch.device, plan: dict, kind: str) -> list[dict[str, Any]]:
+    """Milliseconds for a chunk of q positions through all layers and the lm head after a context, per q."""
     floor_ms = 1000 / bandwidth_floor(runner)["floor_tokens_per_s"]
     context, vocab = plan["context"], runner.config.vocab_size
     cache = runner.new_cache(context + max(CHUNKS) + 1)
@@ -131,8 +139,6 @@ def cost_structure(model: str, device: torch.device, plan: dict, kind: str) -> l
         rows.append({"model": model, "runner": kind, "floor_ms": floor_ms, "dtype": "bfloat16", "context": context,
                      "q": q, "all_layers_ms": layers_ms,
                      "all_layers_ms_per_position": layers_ms / q, "lm_head_ms": head_ms})
-    del runner, cache
-    free(device)
     return rows
 
 
