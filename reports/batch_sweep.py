@@ -26,11 +26,16 @@ BATCH_SWEEP_FILE = "batch_sweep.csv"
 BATCH_PLOT_FILE = "batch_sweep.png"
 
 
+def batch_size(run: Run) -> int:
+    """The batch size a run decoded at (runs written before it was recorded decoded one sequence at a time)."""
+    return int(run.meta.get("batch_size") or 1)
+
+
 def batch_curve(runs: list[Run]) -> pd.DataFrame:
     """One row per (task, decoder, batch size): aggregate tokens/s and the speed-up over vanilla with its interval."""
     records = []
     for run in runs:
-        size = int(run.meta.get("batch_size") or 1)
+        size = batch_size(run)
         if size > 1:
             measured = batch_summary(run.rows, bootstrap_interval)
             for (task, decoder), r in measured.items():
@@ -53,7 +58,7 @@ def same_as_batch_one(runs: list[Run]) -> pd.DataFrame:
     """Per (task, decoder, batch size): how many finished samples (`samples`) returned exactly the tokens vanilla
     returned for them at batch 1 (`same_as_batch_1`); empty without a batch-1 run of vanilla."""
     columns = ["task", "decoder", "batch_size", "same_as_batch_1", "samples"]
-    ones = [run for run in runs if int(run.meta.get("batch_size") or 1) == 1]
+    ones = [run for run in runs if batch_size(run) == 1]
     if not ones:
         return pd.DataFrame(columns=columns).astype({"batch_size": "int64"})
     reference = finished(ones[0].rows[ones[0].rows["decoder"] == REFERENCE_DECODER])
@@ -66,7 +71,7 @@ def same_as_batch_one(runs: list[Run]) -> pd.DataFrame:
                 zip(done["task"], done["sample_id"], done["tokens"])]
         counted = done.assign(same=same).groupby(["task", "decoder"])["same"].agg(["sum", "count"])
         for (task, decoder), (total_same, count) in counted.iterrows():
-            records.append({"task": task, "decoder": decoder, "batch_size": int(run.meta.get("batch_size") or 1),
+            records.append({"task": task, "decoder": decoder, "batch_size": batch_size(run),
                             "same_as_batch_1": int(total_same), "samples": int(count)})
     return pd.DataFrame(records, columns=columns).astype({"batch_size": "int64"})
 
