@@ -66,7 +66,9 @@ def rows_of(out: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-INTERRUPTED_LIMIT = 8  # the SIGINT comes after the first row: seven generations are left, so it lands mid-run
+# The SIGINT comes after the first row: 31 generations are left, so it lands mid-run even on the AMX Xeon, which
+# makes 8.6 of these a second (with 8, the run there once ended before the signal).
+INTERRUPTED_LIMIT = 32
 
 
 def test_ctrl_c_keeps_rows_and_the_rerun_resumes_without_duplicates(shared_data, tmp_path):
