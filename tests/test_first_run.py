@@ -5,11 +5,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from decoders.adadecode.decoder import AdaDecode
 from harness.core.errors import HarnessError
+from harness.core.random_models import QWEN25_CODER_05B, SMOLLM2_135M
 from harness.core.heads import read_metadata
 from harness.run.recommended import (best_lossless_point, recommendation, resolve_settings,
                                  store_recommendation)
@@ -60,6 +62,16 @@ def test_missing_heads_are_trained_once_with_the_recipe_and_carry_the_recommenda
     assert read_metadata(path)["layers"] == [24, 26, 28]  # the heads themselves are kept
     with pytest.raises(HarnessError, match="no trained heads of its own"):
         store_recommendation(runner.name, "layerskip", "gsm8k", {}, "x")
+
+
+@pytest.mark.parametrize("model, config", [("SmolLM2-135M-Instruct", SMOLLM2_135M),
+                                           ("Qwen2.5-Coder-0.5B-Instruct", QWEN25_CODER_05B)])
+def test_measured_exits_are_among_those_a_first_run_trains(model, config):
+    """The measured setting names only exits the default recipe trains at the model's depth, else a first run's
+    heads could not serve it."""
+    depth = SimpleNamespace(n_layers=config["num_hidden_layers"])
+    exits = {int(layer) for layer in AdaDecode.measured_settings[model]["settings"]["exit_layers"].split("+")}
+    assert exits <= set(AdaDecode.default_recipe(depth)["exit_layers"])
 
 
 def test_best_lossless_point_skips_mismatches_and_errors():
