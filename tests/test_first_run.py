@@ -9,10 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from decoders.adadecode.decoder import AdaDecode
+from decoders.adadecode.decoder import AdaDecode, parse_layers
 from harness.core.errors import HarnessError
-from harness.core.random_models import QWEN25_CODER_05B, SMOLLM2_135M
 from harness.core.heads import read_metadata
+from harness.core.random_models import QWEN25_CODER_05B, SMOLLM2_135M
 from harness.run.recommended import (best_lossless_point, recommendation, resolve_settings,
                                  store_recommendation)
 from harness.run.training import missing_heads, prepare_heads
@@ -70,7 +70,7 @@ def test_measured_exits_are_among_those_a_first_run_trains(model, config):
     """The measured setting names only exits the default recipe trains at the model's depth, else a first run's
     heads could not serve it."""
     depth = SimpleNamespace(n_layers=config["num_hidden_layers"])
-    exits = {int(layer) for layer in AdaDecode.measured_settings[model]["settings"]["exit_layers"].split("+")}
+    exits = set(parse_layers(AdaDecode.measured_settings[model]["settings"]["exit_layers"]))
     assert exits <= set(AdaDecode.default_recipe(depth)["exit_layers"])
 
 
