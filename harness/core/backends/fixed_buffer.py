@@ -3,8 +3,8 @@
 `FixedBufferStack` runs chunks through layer ranges on packed linears (`packed_bf16.py`'s oneDNN and native bf16
 kernels, `native_f32.py`'s fp32 ones): each row attends over the whole buffer with the slots it may not see masked,
 so no row's arithmetic depends on the other rows; several sequences' calls share each layer's linears. Where the
-kernels offer a whole layer as one C call (`FusedLayer`), one sequence's chunk runs that way: op for op the same
-arithmetic, so the same bits, without the Python between the ops.
+kernels offer whole layers in C (`FusedLayers`), the calls of a group run through all their layers as one C call:
+op for op the same arithmetic, so the same bits, without the Python between the ops.
 """
 from __future__ import annotations
 
@@ -34,25 +34,6 @@ def rotary_and_mask(runner, past: int, q_len: int, slots: int, positions: torch.
     mask = torch.zeros(visible.shape, device=device).masked_fill_(~visible, float("-inf"))
     cos, sin = runner.rotary_tables()
     return cos[pos], sin[pos], mask
-
-
-def run_fused_layers(runner, layers: list, call: LayerCall, scaling: float) -> torch.Tensor:
-    """One sequence's chunk through its layer range, a C call per layer, in place on a copy of its hidden states;
-    each layer's keys and values written after that layer's valid slots."""
-    x = call.hidden[0].contiguous().clone()
-    work = x.new_empty(call.rows, layers[0].width)
-    tables: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-    slots = call.cache.k.shape[3]
-    for i in range(call.start, call.end):
-        attention, past, table = i not in call.skip_attention, 0, (None, None, None)
-        if attention:
-            past = call.cache.reserve(i, call.rows)
-            if past not in tables:
-                tables[past] = rotary_and_mask(runner, past, call.rows, slots, call.positions, call.chunk_mask)
-            table = tables[past]
-        layers[i](x, attention, i not in call.skip_mlp, table[0], table[1], call.cache.k[i, 0], call.cache.v[i, 0],
-                  past, table[2], scaling, work)
-    return x[None]
 
 
 class PackedLayer:
@@ -113,8 +94,8 @@ KERNEL_ARGUMENTS = {  # a kernel library's functions (each named `<name>_<elemen
     "linear": [ctypes.c_void_p] * 5 + [ctypes.c_int64] * 3 + [ctypes.c_int],
     "attend": [ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 5 + [ctypes.c_float],
     "rms_norm": [ctypes.c_void_p] * 3 + [ctypes.c_int64] * 2 + [ctypes.c_float],
-    "layer": ([ctypes.c_void_p] * 2 + [ctypes.c_int64] + [ctypes.c_int] * 2 + [ctypes.c_void_p] * 4
-              + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_float, ctypes.c_void_p]),
+    "layers": ([ctypes.c_void_p] + [ctypes.c_int64] * 2 + [ctypes.c_void_p, ctypes.c_int64] + [ctypes.c_void_p] * 4
+               + [ctypes.c_float]),
 }
 
 
@@ -125,28 +106,45 @@ def declare_kernels(library: ctypes.CDLL, suffix: str) -> None:
         function.argtypes, function.restype = arguments, None
 
 
-class FusedLayer:
-    """A `PackedLayer` (no q/k norms) as one call of a kernel's `LAYER` function (`decoder_layer.h`)."""
+class FusedLayers:
+    """The stack's `PackedLayer`s (no q/k norms) as the kernels' `LAYERS` function (`decoder_layer.h`): several
+    sequences' chunks through their layer ranges in one C call, each linear once over the rows of every sequence
+    that runs it, op for op the arithmetic of the separate calls (so the same bits) without the Python between."""
 
-    def __init__(self, layer: PackedLayer, struct: type[ctypes.Structure], function, heads: int, kv_heads: int,
-                 head_dim: int) -> None:
-        self.layer, self.function = layer, function  # the layer keeps the tensors the struct points into alive
-        (input_norm, input_eps), (post_norm, post_eps) = layer.input_norm, layer.post_norm
-        self.struct = struct(*(lin.as_struct() for lin in (layer.qkv, layer.o, layer.gate, layer.up, layer.down)),
-                             input_norm.data_ptr(), post_norm.data_ptr(), input_eps, post_eps, heads, kv_heads,
-                             head_dim)
-        self.width = (2 * layer.o.out_features + layer.qkv.out_features + heads * head_dim
-                      + 2 * layer.gate.out_features)  # scratch elements per row
+    def __init__(self, layers: list[PackedLayer], struct: type[ctypes.Structure], function, heads: int,
+                 kv_heads: int, head_dim: int) -> None:
+        self.layers, self.function = layers, function  # the layers keep the tensors the structs point into alive
+        self.structs = (struct * len(layers))(*(
+            struct(*(lin.as_struct() for lin in (layer.qkv, layer.o, layer.gate, layer.up, layer.down)),
+                   layer.input_norm[0].data_ptr(), layer.post_norm[0].data_ptr(), layer.input_norm[1],
+                   layer.post_norm[1], heads, kv_heads, head_dim) for layer in layers))
 
-    def __call__(self, x: torch.Tensor, attention: bool, mlp: bool, cos: torch.Tensor | None, sin: torch.Tensor | None,
-                 keys: torch.Tensor, values: torch.Tensor, past: int, mask: torch.Tensor | None, scaling: float,
-                 work: torch.Tensor) -> None:
-        """x [rows, d] (contiguous) through the layer in place; the chunk's keys/values land at slots `past`.. of
-        keys, values [kv_heads, slots, dim] (when `attention`); cos, sin [rows, dim]; mask [rows, slots]."""
-        pointer = (lambda t: None if t is None else t.data_ptr())
-        self.function(ctypes.byref(self.struct), x.data_ptr(), x.shape[0], int(attention), int(mlp), pointer(cos),
-                      pointer(sin), keys.data_ptr(), values.data_ptr(), keys.shape[1], past, pointer(mask), scaling,
-                      work.data_ptr())
+    def __call__(self, runner, calls: list[LayerCall], scaling: float) -> list[torch.Tensor]:
+        """Each call's hidden states after its layer range; each attending layer's keys and values written after
+        that layer's valid slots of the call's cache."""
+        first, end = min(c.start for c in calls), max(c.end for c in calls)
+        plan = []  # per layer, per call: attention, MLP, the slot its chunk's keys land at
+        for i in range(first, end):
+            for c in calls:
+                inside = c.start <= i < c.end
+                attention = inside and i not in c.skip_attention
+                plan.append((int(attention), int(inside and i not in c.skip_mlp),
+                             c.cache.reserve(i, c.rows) if attention else 0))
+        chunks = [(None if c.positions is None else c.positions.to(torch.int64).contiguous(),
+                   None if c.chunk_mask is None else c.chunk_mask.to(torch.bool).contiguous()) for c in calls]
+        sequences = torch.tensor([(c.rows, c.cache.k.data_ptr(), c.cache.v.data_ptr(), c.cache.k.shape[3],
+                                   c.cache.k.stride(0), _pointer(positions), _pointer(mask))
+                                  for c, (positions, mask) in zip(calls, chunks)], dtype=torch.int64)
+        steps = torch.tensor(plan, dtype=torch.int64)
+        x = torch.cat([c.hidden[0] for c in calls])  # a fresh copy, written in place
+        cos, sin = (t.contiguous() for t in runner.rotary_tables())
+        self.function(ctypes.addressof(self.structs), first, end - first, x.data_ptr(), len(calls),
+                      sequences.data_ptr(), steps.data_ptr(), cos.data_ptr(), sin.data_ptr(), scaling)
+        return [part[None] for part in split_like(x, [c.hidden[0] for c in calls])]
+
+
+def _pointer(tensor: torch.Tensor | None) -> int:
+    return 0 if tensor is None else tensor.data_ptr()
 
 
 class FixedBufferStack:
@@ -166,8 +164,8 @@ class FixedBufferStack:
         self.n_heads, self.n_kv_heads, self.head_dim = runner.n_heads, runner.n_kv_heads, runner.head_dim
         self.scaling = runner.scaling
         fusable = fused is not None and all(layer.q_norm is None for layer in self.layers)
-        self.fused = [FusedLayer(layer, *fused, self.n_heads, self.n_kv_heads, self.head_dim)
-                      for layer in self.layers] if fusable else None
+        self.fused = FusedLayers(self.layers, *fused, self.n_heads, self.n_kv_heads,
+                                 self.head_dim) if fusable else None
 
     def _norm(self, x: torch.Tensor, norm: tuple[torch.Tensor, float]) -> torch.Tensor:
         raise NotImplementedError
@@ -233,8 +231,8 @@ class FixedBufferStack:
     def _run_group(self, calls: list[LayerCall]) -> list[torch.Tensor]:
         """The calls' chunks through their layer ranges, each layer's linears once over the rows of every call that
         reaches it, attention per call over its own cache."""
-        if self.fused is not None and len(calls) == 1 and calls[0].rows <= NATIVE_ROWS:  # the same bits, sooner
-            return [run_fused_layers(self.runner, self.fused, calls[0], self.scaling)]
+        if self.fused is not None and sum(c.rows for c in calls) <= NATIVE_ROWS:  # the same bits, sooner
+            return self.fused(self.runner, calls, self.scaling)
         alone = self.shadow and len(calls) == 1 and calls[0].rows == 1  # its shadow rides along all the way
         xs = [c.hidden[0].expand(2, -1) if alone else c.hidden[0] for c in calls]
         per_past: list[dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = [{} for _ in calls]

@@ -133,7 +133,7 @@ class NativeF32Stack(FixedBufferStack):
 
     def __init__(self, runner) -> None:
         super().__init__(runner, F32Linear, native=True, shadow=False,
-                         fused=(layer_struct(_Linear), library().layer_f32))
+                         fused=(layer_struct(_Linear), library().layers_f32))
 
     def _norm(self, x: torch.Tensor, norm: tuple[torch.Tensor, float]) -> torch.Tensor:
         return rms_norm(x, *norm)

@@ -50,8 +50,8 @@ def _load() -> tuple[ctypes.CDLL | None, str, bool]:
 
 
 def layer_function() -> tuple[type[ctypes.Structure], object]:
-    """The C layer (`decoder_layer.h`) for `FusedLayer`: its struct and function."""
-    return layer_struct(_Linear), library().layer_bf16
+    """The C layers (`decoder_layer.h`) for `FusedLayers`: the layer struct and the function."""
+    return layer_struct(_Linear), library().layers_bf16
 
 
 def library() -> ctypes.CDLL | None:
