@@ -150,8 +150,9 @@ void LAYERS(const layer_t* layers, int64_t first, int64_t count, ELEMENT* x, int
   ELEMENT *h = work, *sum = h + rows * d, *qkv = sum + rows * d, *attended = qkv + rows * qkv_width;
   ELEMENT *gate = attended + rows * heads * dim, *up = gate + rows * inter;
   float* mask = malloc(rows * max_slots * sizeof(float));
-  int64_t* maps = malloc(3 * rows * sizeof(int64_t));
-  gathered_t g = {0, maps, maps + rows, maps + 2 * rows};
+  int64_t* maps = malloc(6 * rows * sizeof(int64_t));
+  /* one for attention, one for the MLP: a thread may still read the first's count while another fills the second */
+  gathered_t g = {0, maps, maps + rows, maps + 2 * rows}, gm = {0, maps + 3 * rows, maps + 4 * rows, maps + 5 * rows};
   for (int64_t i = first; i < first + count; ++i) {
     const layer_t* L = layers + i;
     const step_t* at = plan + (i - first) * sequences;
@@ -178,13 +179,13 @@ void LAYERS(const layer_t* layers, int64_t first, int64_t count, ELEMENT* x, int
         for (int64_t r = 0; r < g.rows; ++r) add_into(x + g.row[r] * d, sum + r * d, d);
       }
 #pragma omp single
-      gather(L, x, L->post_norm, L->post_eps, seqs, sequences, at, 1, h, &g);
-      if (g.rows) {
-        run_linear(&L->gate, h, 0, gate, g.rows, 1);
-        run_linear(&L->up, h, gate, up, g.rows, 2);
-        run_linear(&L->down, up, 0, sum, g.rows, 0);
+      gather(L, x, L->post_norm, L->post_eps, seqs, sequences, at, 1, h, &gm);
+      if (gm.rows) {
+        run_linear(&L->gate, h, 0, gate, gm.rows, 1);
+        run_linear(&L->up, h, gate, up, gm.rows, 2);
+        run_linear(&L->down, up, 0, sum, gm.rows, 0);
 #pragma omp single
-        for (int64_t r = 0; r < g.rows; ++r) add_into(x + g.row[r] * d, sum + r * d, d);
+        for (int64_t r = 0; r < gm.rows; ++r) add_into(x + gm.row[r] * d, sum + r * d, d);
       }
     }
   }
