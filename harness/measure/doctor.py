@@ -57,7 +57,7 @@ def packed_linears() -> str:
 
     if native_linear.library() is not None:
         kind = "AMX-BF16 tiles" if native_linear.uses_amx() else "AVX512-BF16"
-        return f"native {kind} linears, a C call per layer, compiled into the cache"
+        return f"native {kind} linears, all layers of a step as one C call, compiled into the cache"
     return f"oneDNN prepacked weights: {native_linear.unavailable_reason()}"
 
 
@@ -66,7 +66,7 @@ def float32_kernels() -> str:
     from harness.core.backends import native_f32
 
     if native_f32.library() is not None:
-        return "native AVX2-FMA kernels, a C call per layer; batch-invariant, exact chunks"
+        return "native AVX2-FMA kernels, all layers of a step as one C call; batch-invariant, exact chunks"
     return f"eager torch kernels: {native_f32.unavailable_reason()}"
 
 

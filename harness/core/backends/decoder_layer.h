@@ -1,11 +1,11 @@
 /* What both native kernels run beyond their linears, written once over the including file's element type (bf16
    bits in native_linear.c, float in native_f32.c): RMSNorm, fixed-buffer attention and decoder layers over several
    sequences. The includer defines ELEMENT and SUFFIX (the functions are named rms_norm_SUFFIX, attend_SUFFIX,
-   layers_SUFFIX), and
-   gives to_float / from_float (an element's value, and a float rounded to an element), score (the dot product of a
-   query and a key head), head_acc_t with acc_zero / acc_add / acc_store (a head's weighted sum of value rows, held
-   in vectors), linear_t with run_linear (a linear, its loop shared out among a team's threads: `omp for`),
-   add_into (x += y, rounded as the element rounds) and rotate (rotate-half rotary embedding of one head in place). */
+   layers_SUFFIX), and gives to_float / from_float (an element's value, and a float rounded to an element), score
+   (the dot product of a query and a key head), head_acc_t with acc_zero / acc_add / acc_store (a head's weighted
+   sum of value rows, held in vectors), linear_t with run_linear (a linear, its loop shared out among a team's
+   threads: `omp for`), add_into (x += y, rounded as the element rounds) and rotate (rotate-half rotary embedding
+   of one head in place). */
 
 #include <stdlib.h>
 

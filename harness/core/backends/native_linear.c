@@ -184,7 +184,7 @@ static inline void acc_store(const head_acc_t* o, float total, uint16_t* out, in
   for (int64_t k = 0; k < dim; ++k) out[k] = to_bf16(row[k]);
 }
 
-/* One packed linear as `layer_bf16` sees it (weights laid out by `pack_weight`). */
+/* One packed linear as `layers_bf16` sees it (weights laid out by `pack_weight`). */
 typedef struct {
   const uint16_t* w;
   const float* bias;

@@ -97,7 +97,7 @@ class NativeLinear:
         self._kernel = library().linear_bf16_amx if self.amx else library().linear_bf16
 
     def as_struct(self) -> "_Linear":
-        """The weight as `layer_bf16` reads it (pointers into this object's tensors, which must outlive it)."""
+        """The weight as `layers_bf16` reads it (pointers into this object's tensors, which must outlive it)."""
         bias = None if self.bias is None else self.bias.data_ptr()
         return _Linear(self.weight.data_ptr(), bias, self.in_features, self.out_features, int(self.amx))
 
