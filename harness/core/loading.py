@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+from filelock import FileLock
 
 from harness.core.embedded import EMBEDDED
 from harness.core.errors import HarnessError, SettingError
@@ -57,10 +59,23 @@ def resolve_dtype(dtype: str, device: torch.device | None = None) -> torch.dtype
     return DTYPES[dtype]
 
 
-def _convert_gguf(gguf: Path, target: Path) -> Path:
-    """De-quantises a GGUF file into a float32 safetensors checkpoint folder (once)."""
+def _made_once(target: Path, make: Callable[[Path], None]) -> Path:
+    """The checkpoint folder `target`, written by `make` into a partial folder the first time. A second process
+    that wants the same folder meanwhile waits for the first (a file lock), then loads what it wrote."""
     if (target / "config.json").exists():
         return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(target.with_name(target.name + ".lock")):
+        if not (target / "config.json").exists():
+            partial = target.with_name(target.name + ".partial")
+            shutil.rmtree(partial, ignore_errors=True)  # left by a conversion that was killed
+            make(partial)
+            partial.rename(target)
+    return target
+
+
+def _convert_gguf(gguf: Path, out: Path) -> None:
+    """De-quantises a GGUF file into a float32 safetensors checkpoint folder `out`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -69,22 +84,19 @@ def _convert_gguf(gguf: Path, target: Path) -> Path:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    partial = target.with_name(target.name + ".partial")
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    partial.rename(target)
-    return target
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
 
 
 def checkpoint_folder(model: str) -> str:
     """Maps a --model value to something `from_pretrained` loads: a folder, or a hub id."""
     if model in EMBEDDED or model in ("", None):
         embedded = EMBEDDED[model or EMBEDDED_MODEL]
-        target = cache_dir() / "models" / embedded.name
-        if (target / "config.json").exists():
-            return str(target)
-        with embedded.gguf(cache_dir() / "models") as gguf:
-            return str(_convert_gguf(gguf, target))
+
+        def convert(out: Path) -> None:
+            with embedded.gguf(cache_dir() / "models") as gguf:
+                _convert_gguf(gguf, out)
+        return str(_made_once(cache_dir() / "models" / embedded.name, convert))
     path = Path(model).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -95,7 +107,7 @@ def checkpoint_folder(model: str) -> str:
                                    f"GGUF model, a checkpoint folder or a hub id")
         stat = path.stat()
         key = hashlib.sha1(f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:12]
-        return str(_convert_gguf(path, cache_dir() / "models" / f"{path.stem}-{key}"))
+        return str(_made_once(cache_dir() / "models" / f"{path.stem}-{key}", lambda out: _convert_gguf(path, out)))
     if path.exists():
         if not (path / "config.json").exists():
             raise HarnessError(f"{path} is not a checkpoint folder (no config.json); pass a folder saved with save_pretrained")
