@@ -67,7 +67,7 @@ def test_a_converted_checkpoint_is_loaded_without_its_packages(tmp_path, monkeyp
     assert loading.checkpoint_folder("qwen2.5-coder-0.5b") == str(converted)
 
 
-def test_two_processes_converting_at_once_convert_once_and_both_load_it(tmp_path, monkeypatch):
+def test_two_runs_converting_at_once_convert_once_and_both_load_it(tmp_path, monkeypatch):
     """A fresh machine with two runs started together: the second waits for the first's conversion (a file lock)
     instead of writing the same partial folder, and a partial folder left by a killed conversion is replaced."""
     monkeypatch.setenv("FASTDECODE_CACHE", str(tmp_path))
